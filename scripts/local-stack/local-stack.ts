@@ -178,6 +178,8 @@ export class LocalStack {
         '--innodb-buffer-pool-size=128M',
         '--innodb-log-file-size=64M',
         '--max-connections=500',
+        '--character-set-server=utf8mb4',
+        '--collation-server=utf8mb4_unicode_ci',
         `--log-error=${this.logFile('mariadb')}`,
       ],
       { logFile: this.logFile('mariadb'), pidFile: this.pidFile('mariadb') },

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { runCheck } from './commands/check.js';
+import { loadConfig, resolveConfigPath } from './config/load.js';
+import type { CompiledConfig } from './config/types.js';
+import { ConfigError } from './core/errors.js';
+import { createLogger } from './observability/logger.js';
+import { ROLES, Runtime, type Role } from './runtime.js';
+
+/** Exit codes: 0 ok, 1 the check found a problem (or the daemon failed), 2 bad usage or config. */
+export const EXIT = { ok: 0, problem: 1, usage: 2 } as const;
+
+interface CommonOptions {
+  config?: string;
+}
+
+async function load(opts: CommonOptions): Promise<CompiledConfig> {
+  return loadConfig(resolveConfigPath(opts.config, process.env), { env: process.env });
+}
+
+function withConfig(cmd: Command): Command {
+  return cmd.option(
+    '-c, --config <file>',
+    'config file (default: $CACHESYNC_CONFIG, else config/cachesync.yaml)',
+  );
+}
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('cachesync')
+    .description('Keeps Redis consistent with MySQL/MariaDB: binlog -> Kafka -> Redis')
+    .exitOverride()
+    .showHelpAfterError('(run cachesync --help for usage)')
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  withConfig(program.command('run'))
+    .description('run the daemon: the binlog tailer, the Redis consumers, or both')
+    .addOption(new Option('--role <role>', 'which part to run').choices(ROLES).default('all'))
+    .action(async (opts: CommonOptions & { role: Role }) => {
+      const config = await load(opts);
+      const logger = createLogger({ level: config.log.level });
+      logger.info({ config: config.file, role: opts.role, mappings: config.mappings.length }, 'starting cachesync');
+      let runtime: Runtime;
+      try {
+        runtime = await Runtime.start(config, { role: opts.role, logger });
+      } catch (err) {
+        logger.fatal({ err: (err as Error).message }, 'could not start');
+        setExit(EXIT.problem);
+        return;
+      }
+      runtime.installSignalHandlers();
+      try {
+        await runtime.done;
+        setExit(EXIT.ok);
+      } catch (err) {
+        logger.fatal({ err: (err as Error).message }, 'cachesync stopped on a fatal error');
+        setExit(EXIT.problem);
+      }
+    });
+
+  withConfig(program.command('check'))
+    .description('validate the config and the live servers (binlog settings, grants, tables, Kafka, Redis)')
+    .action(async (opts: CommonOptions) => {
+      setExit(await runCheck(await load(opts)));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end with exit code 0; every other parse error is bad usage.
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return EXIT.usage;
+    }
+    process.stderr.write(`cachesync: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT.problem;
+  }
+  return code;
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/cachesync')) {
+  const exit = (code: number) => {
+    process.exitCode = code;
+    // Client libraries may hold sockets or timers open after a clean stop; give logs a moment to
+    // flush, then leave.
+    setTimeout(() => process.exit(code), 300).unref();
+  };
+  main(process.argv).then(exit, (err: unknown) => {
+    process.stderr.write(`cachesync: ${String(err)}\n`);
+    exit(EXIT.problem);
+  });
+}

@@ -1,0 +1,129 @@
+import type { KeyTemplate } from '../core/key-template.js';
+
+/**
+ * The compiled form of the config file: validated once at load, defaults filled in, durations in
+ * milliseconds. Every component takes its slice of this, never the raw YAML.
+ */
+export interface CompiledConfig {
+  /** Absolute path of the file this came from (for messages). */
+  file: string;
+  source: SourceConfig;
+  kafka: KafkaConfig;
+  redis: RedisConfig;
+  metrics: MetricsConfig;
+  tailer: TailerConfig;
+  consumer: ConsumerConfig;
+  log: LogConfig;
+  mappings: CompiledMapping[];
+}
+
+/** Where a tailer with no checkpoint starts reading the binlog. */
+export type StartPosition =
+  | { kind: 'end' }
+  | { kind: 'beginning' }
+  /** A MariaDB GTID position (`0-1-1234`) or a MySQL GTID set (`uuid:1-5`). */
+  | { kind: 'gtid'; gtidSet: string }
+  | { kind: 'file'; filename: string; position: number };
+
+export interface SourceConfig {
+  host: string;
+  /** Default 3306. */
+  port: number;
+  user: string;
+  /** From `password`, or read from `passwordFile` (trailing newline trimmed). */
+  password: string;
+  /** Replica server id of the binlog connection: unique among the server's replicas. */
+  serverId: number;
+  /** Default `{ kind: 'end' }`; config `start: end | beginning | <gtid> | <file>:<pos>`. */
+  start: StartPosition;
+  /** Default 10 000. */
+  connectTimeoutMs: number;
+}
+
+export interface KafkaConfig {
+  brokers: string[];
+  /** Default `cachesync`. */
+  clientId: string;
+  /** Change events. Default `cachesync.changes`. */
+  topic: string;
+  /** Dead letters. Default `cachesync.dlq`. */
+  dlqTopic: string;
+  /** Durable tailer checkpoints (a compacted topic). Default `<topic>.checkpoint`. */
+  checkpointTopic: string;
+  /** Consumer group. Default `cachesync`. */
+  groupId: string;
+  /** Partitions of topics cachesync creates. Default 6. */
+  partitions: number;
+  /** Replication factor of topics cachesync creates. Default -1 (the broker's default). */
+  replicationFactor: number;
+}
+
+export interface RedisConfig {
+  /** `redis://[user:pass@]host:port/db` or `rediss://...`; a `passwordFile` sets the password. */
+  url: string;
+  /**
+   * From `password` or `passwordFile` (trailing newline trimmed), when given; overrides a password
+   * in the url. `password` spares the user from percent-encoding a secret into the url.
+   */
+  password?: string;
+}
+
+export interface MetricsConfig {
+  /** GET /metrics, /healthz, /readyz. Default 9464; 0 picks a free port. */
+  port: number;
+  /** Default `0.0.0.0`. */
+  host: string;
+}
+
+export interface TailerConfig {
+  /** Change events read but not yet acknowledged by Kafka; past it the binlog is paused. Default 20 000. */
+  maxBufferedEvents: number;
+  /** Max messages per produce request. Default 1 000. */
+  batchSize: number;
+  /** How long a partly full batch waits for more events. Default 5 ms. */
+  lingerMs: number;
+}
+
+export interface ConsumerConfig {
+  /** Attempts for a message that fails because of itself, before it is dead-lettered. Default 5. */
+  maxAttempts: number;
+  /** First retry delay. Default 100 ms. */
+  retryInitialMs: number;
+  /** Retry delay cap. Default 10 s. */
+  retryMaxMs: number;
+  /** Partitions processed at once per consumer process. Default 3. */
+  partitionsConcurrently: number;
+}
+
+export interface LogConfig {
+  /** Default `info`. */
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+export type KeyAction = 'invalidate' | 'refresh';
+export type ValueFormat = 'json' | 'hash';
+
+export interface CompiledKey {
+  /** Path in the file, e.g. `mappings[0].keys[1]`, for errors raised while applying. */
+  path: string;
+  template: KeyTemplate;
+  action: KeyAction;
+  /** Columns written by refresh; undefined means every column of the row. */
+  columns?: string[];
+  /** Default `json`. */
+  format: ValueFormat;
+  ttlMs?: number;
+  /** Fraction in [0, 1): each TTL is spread uniformly by +-ttlJitter. Default 0. */
+  ttlJitter: number;
+  delayedRedeleteMs?: number;
+}
+
+export interface CompiledMapping {
+  /** `db.table` as written. */
+  table: string;
+  db: string;
+  name: string;
+  keys: CompiledKey[];
+  /** Updates touching none of these columns are ignored; undefined means every update counts. */
+  onlyWhenChanged?: string[];
+}

@@ -1,0 +1,237 @@
+import type { Cluster, Redis } from 'ioredis';
+import type { CacheOp } from '../core/cache-plan.js';
+import { MessageError, UnavailableError } from '../core/errors.js';
+
+/** What happened to one op: written, or skipped because Redis already holds a newer change. */
+export type OpOutcome = 'applied' | 'stale';
+
+export interface RedisApplierOptions {
+  /** Prefix of cachesync's own keys (version guards, the delayed-delete schedule). Default `cachesync:`. */
+  metaPrefix?: string;
+  /** How long a key's version guard outlives its last change. Default 24 h. */
+  versionTtlMs?: number;
+  /** Keys deleted per DEL while clearing a truncated table. Default 500. */
+  scanBatch?: number;
+}
+
+type RedisClient = Redis | Cluster;
+
+/*
+ * Each write checks the key's version guard (a companion key in the same cluster slot) and writes
+ * only if its change is newer, so a replay, a DLQ replay or another row's late change never puts
+ * an older value back. A DEL leaves its version behind for the same reason.
+ */
+const SET_IF_NEWER = `
+local cur = redis.call('GET', KEYS[2])
+if cur and cur >= ARGV[1] then return 0 end
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'string' then
+  return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string')
+end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('SET', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+return 1`;
+
+const HASH_IF_NEWER = `
+local cur = redis.call('GET', KEYS[2])
+if cur and cur >= ARGV[1] then return 0 end
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'hash' then
+  return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format hash writes a hash')
+end
+redis.call('DEL', KEYS[1])
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return 1`;
+
+const DEL_IF_NEWER = `
+local cur = redis.call('GET', KEYS[2])
+if cur and cur > ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1`;
+
+/** Removes a due delayed delete only if it was not rescheduled meanwhile. */
+const ZREM_IF_SCORE = `
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0`;
+
+interface ScriptedClient {
+  csSetIfNewer(key: string, verKey: string, version: string, value: string, ttl: string, verTtl: string): Promise<number>;
+  csHashIfNewer(key: string, verKey: string, version: string, ttl: string, verTtl: string, ...fields: string[]): Promise<number>;
+  csDelIfNewer(key: string, verKey: string, version: string, verTtl: string): Promise<number>;
+  csZremIfScore(zset: string, member: string, score: string): Promise<number>;
+}
+
+/**
+ * Applies cache ops to Redis (standalone or Cluster). Commands are auto-pipelined by the client, so a
+ * batch of ops costs a round trip per node, not per op.
+ */
+export class RedisApplier {
+  readonly metaPrefix: string;
+  private readonly versionTtlMs: number;
+  private readonly scanBatch: number;
+  private readonly scripted: ScriptedClient;
+
+  constructor(
+    private readonly redis: RedisClient,
+    opts: RedisApplierOptions = {},
+  ) {
+    this.metaPrefix = opts.metaPrefix ?? 'cachesync:';
+    this.versionTtlMs = opts.versionTtlMs ?? 24 * 3600_000;
+    this.scanBatch = opts.scanBatch ?? 500;
+    defineScripts(redis);
+    this.scripted = redis as unknown as ScriptedClient;
+  }
+
+  /** The sorted set of pending delayed deletes: member = key, score = due time (epoch ms). */
+  get redeleteKey(): string {
+    return `${this.metaPrefix}redelete`;
+  }
+
+  /**
+   * The version guard of a key, in the same Redis Cluster slot: it reuses the key's hash tag, or
+   * makes the whole key the tag.
+   */
+  versionKey(key: string): string {
+    return hasHashTag(key) ? `${this.metaPrefix}v:${key}` : `${this.metaPrefix}v:{${key}}`;
+  }
+
+  /**
+   * Applies every op, concurrently but in order on each connection. Resolves one outcome per op, or
+   * rejects: UnavailableError when Redis itself failed (retry later), MessageError when Redis
+   * rejected an op because of its content (wrong type, value too large).
+   */
+  async apply(ops: readonly CacheOp[]): Promise<OpOutcome[]> {
+    const settled = await Promise.allSettled(ops.map((op) => this.applyOne(op)));
+    const outcomes: OpOutcome[] = [];
+    let messageError: MessageError | undefined;
+    for (const [i, result] of settled.entries()) {
+      if (result.status === 'fulfilled') {
+        outcomes.push(result.value);
+        continue;
+      }
+      const err = classifyRedisError(result.reason);
+      if (err instanceof UnavailableError) throw err;
+      messageError ??= new MessageError(`${ops[i]?.path ?? ''}: ${err.message}`, { cause: err });
+    }
+    if (messageError) throw messageError;
+    return outcomes;
+  }
+
+  private async applyOne(op: CacheOp): Promise<OpOutcome> {
+    const verTtl = String(this.versionTtlMs);
+    switch (op.kind) {
+      case 'set':
+        return outcome(
+          await this.scripted.csSetIfNewer(
+            op.key,
+            this.versionKey(op.key),
+            op.version,
+            op.value,
+            op.ttlMs === undefined ? '' : String(op.ttlMs),
+            verTtl,
+          ),
+        );
+      case 'hash':
+        return outcome(
+          await this.scripted.csHashIfNewer(
+            op.key,
+            this.versionKey(op.key),
+            op.version,
+            op.ttlMs === undefined ? '' : String(op.ttlMs),
+            verTtl,
+            ...Object.entries(op.fields).flat(),
+          ),
+        );
+      case 'del':
+        return outcome(await this.scripted.csDelIfNewer(op.key, this.versionKey(op.key), op.version, verTtl));
+      case 'redelete':
+        // The schedule lives in Redis: it survives a consumer crash, and a Redis that lost it lost
+        // the keys it would have deleted too.
+        await this.redis.zadd(this.redeleteKey, 'GT', Date.now() + op.delayMs, op.key);
+        return 'applied';
+      case 'delMatching':
+        await this.deleteMatching(op.pattern);
+        return 'applied';
+    }
+  }
+
+  /** Deletes every key matching a glob, on every master of a cluster; cachesync's own keys are spared. */
+  async deleteMatching(pattern: string): Promise<number> {
+    const nodes: Redis[] = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
+    let deleted = 0;
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', this.scanBatch);
+        cursor = next;
+        const mine = keys.filter((k) => !k.startsWith(this.metaPrefix));
+        // One DEL per key: keys of a cluster node may sit in different slots.
+        if (mine.length > 0) deleted += (await Promise.all(mine.map((k) => node.del(k)))).reduce((a, b) => a + b, 0);
+      } while (cursor !== '0');
+    }
+    return deleted;
+  }
+
+  /**
+   * Runs the delayed deletes that are due, oldest first, at most `limit`. A key is removed from
+   * the schedule only after its DEL, so a crash in between deletes it again later (harmless).
+   */
+  async runDueRedeletes(now = Date.now(), limit = 500): Promise<number> {
+    const due = await this.redis.zrangebyscore(this.redeleteKey, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit);
+    const work: Promise<unknown>[] = [];
+    for (let i = 0; i + 1 < due.length; i += 2) {
+      const key = due[i]!;
+      const score = due[i + 1]!;
+      work.push(this.redis.del(key).then(() => this.scripted.csZremIfScore(this.redeleteKey, key, score)));
+    }
+    await Promise.all(work);
+    return work.length;
+  }
+
+  /** Number of delayed deletes scheduled and not yet run. */
+  pendingRedeletes(): Promise<number> {
+    return this.redis.zcard(this.redeleteKey);
+  }
+}
+
+function outcome(reply: number): OpOutcome {
+  return reply === 1 ? 'applied' : 'stale';
+}
+
+function defineScripts(redis: RedisClient): void {
+  const define = (name: string, numberOfKeys: number, lua: string) => {
+    if (!(name in redis)) redis.defineCommand(name, { numberOfKeys, lua });
+  };
+  define('csSetIfNewer', 2, SET_IF_NEWER);
+  define('csHashIfNewer', 2, HASH_IF_NEWER);
+  define('csDelIfNewer', 2, DEL_IF_NEWER);
+  define('csZremIfScore', 1, ZREM_IF_SCORE);
+}
+
+function isCluster(redis: RedisClient): redis is Cluster {
+  return 'nodes' in redis && typeof (redis as Cluster).nodes === 'function' && (redis as Cluster).isCluster === true;
+}
+
+/** True when Redis Cluster would hash only part of the key (a non-empty `{...}` after the first `{`). */
+export function hasHashTag(key: string): boolean {
+  const open = key.indexOf('{');
+  if (open < 0) return false;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1;
+}
+
+/** Reply errors Redis gives while it cannot serve, as opposed to errors about the command itself. */
+const TRANSIENT_REPLIES = /^(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|MOVED|ASK|OOM|NOREPLICAS)\b/;
+
+/** Sorts a failure from ioredis into the message's fault or Redis being unavailable. */
+export function classifyRedisError(reason: unknown): MessageError | UnavailableError {
+  if (reason instanceof MessageError || reason instanceof UnavailableError) return reason;
+  const err = reason instanceof Error ? reason : new Error(String(reason));
+  if (err.name === 'ReplyError' && !TRANSIENT_REPLIES.test(err.message)) {
+    return new MessageError(`Redis rejected the write: ${err.message}`, { cause: err });
+  }
+  return new UnavailableError(`Redis unavailable: ${err.message}`, { cause: err });
+}

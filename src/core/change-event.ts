@@ -1,0 +1,72 @@
+import type { Row } from './key-template.js';
+import { isVersion, type Version } from './version.js';
+
+/** c = insert, u = update, d = delete, t = truncate or drop of the whole table. */
+export type Op = 'c' | 'u' | 'd' | 't';
+
+/** Where a change was read from. */
+export interface ChangeSource {
+  /** Binlog file holding the transaction. */
+  file: string;
+  /** Position where the transaction starts in that file. */
+  pos: number;
+  /** The transaction's GTID (`domain-server-seq` on MariaDB, `uuid:n` on MySQL), when there is one. */
+  gtid?: string;
+  /** The server's commit time, epoch ms (second resolution: the binlog has no finer). */
+  ts_ms: number;
+  /** Orders every change of the stream; see version.ts. */
+  version: Version;
+}
+
+/**
+ * One row change as published on the change topic. Row images hold JSON-safe values: what mysql2
+ * returns with `dateStrings` and `supportBigNumbers`, binary values as base64 strings.
+ */
+export interface ChangeEvent {
+  op: Op;
+  db: string;
+  table: string;
+  /** Primary key columns and values; empty for a table-level (`t`) event. */
+  pk: Row;
+  before: Row | null;
+  after: Row | null;
+  source: ChangeSource;
+  /** When the tailer read the change, epoch ms (for end-to-end latency). */
+  ts_ms: number;
+}
+
+/** `<db>.<table>:<pk values joined by ':'>`, so one row's changes share a partition. */
+export function messageKey(event: Pick<ChangeEvent, 'db' | 'table' | 'pk'>): string {
+  const values = Object.values(event.pk).map((v) => (v === null || v === undefined ? '' : String(v)));
+  return values.length > 0 ? `${event.db}.${event.table}:${values.join(':')}` : `${event.db}.${event.table}`;
+}
+
+export function encodeChangeEvent(event: ChangeEvent): string {
+  return JSON.stringify(event);
+}
+
+const OPS: readonly string[] = ['c', 'u', 'd', 't'];
+
+/** Parses and checks a change event; throws a message saying what is malformed. */
+export function decodeChangeEvent(value: Buffer | string | null): ChangeEvent {
+  if (value === null) throw new Error('empty message value');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value.toString());
+  } catch (err) {
+    throw new Error(`message value is not JSON: ${(err as Error).message}`);
+  }
+  const e = parsed as Partial<ChangeEvent>;
+  const isRow = (r: unknown) => r === null || (typeof r === 'object' && !Array.isArray(r));
+  if (typeof e !== 'object' || e === null) throw new Error('message value is not a JSON object');
+  if (typeof e.op !== 'string' || !OPS.includes(e.op)) throw new Error(`op must be one of c, u, d, t; got ${String(e.op)}`);
+  if (typeof e.db !== 'string' || typeof e.table !== 'string') throw new Error('db and table must be strings');
+  if (!isRow(e.before) || !isRow(e.after) || typeof e.pk !== 'object' || e.pk === null) {
+    throw new Error('pk must be an object; before and after objects or null');
+  }
+  if (e.op === 'c' && !e.after) throw new Error('an insert needs an after image');
+  if (e.op === 'd' && !e.before) throw new Error('a delete needs a before image');
+  if (e.op === 'u' && (!e.before || !e.after)) throw new Error('an update needs before and after images');
+  if (!e.source || !isVersion(e.source.version)) throw new Error('source.version is missing or malformed');
+  return e as ChangeEvent;
+}

@@ -1,0 +1,20 @@
+import type { Row } from './key-template.js';
+
+/**
+ * Makes a decoded binlog value JSON-safe, keeping its exact text: binary as base64, 64-bit
+ * integers beyond 2^53 as strings, JSON column values as they are.
+ */
+export function normalizeValue(value: unknown): unknown {
+  if (value === null || value === undefined) return null;
+  if (Buffer.isBuffer(value)) return value.toString('base64');
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number' && !Number.isSafeInteger(value) && Number.isInteger(value)) return String(value);
+  if (value instanceof Date) return value.toISOString();
+  return value;
+}
+
+export function normalizeRow(row: Readonly<Record<string, unknown>>): Row {
+  const out: Record<string, unknown> = {};
+  for (const [column, value] of Object.entries(row)) out[column] = normalizeValue(value);
+  return out;
+}

@@ -1,0 +1,95 @@
+import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import type { KafkaConfig } from '../config/types.js';
+import type { Finding } from '../core/finding.js';
+import type { Logger } from '../observability/logger.js';
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+/** A kafkajs client whose log lines go through our logger (warn and up). */
+export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix = ''): Kafka {
+  const log = logger.child({ component: 'kafkajs' });
+  return new Kafka({
+    clientId: `${config.clientId}${clientIdSuffix}`,
+    brokers: config.brokers,
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, ...context } = entry;
+        log[LEVELS[level] ?? 'info'](context, message);
+      },
+    retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 10_000 },
+  });
+}
+
+/** Creates cachesync's topics where missing (change and DLQ topics partitioned, checkpoints compacted). */
+export async function ensureTopics(kafka: Kafka, config: KafkaConfig): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const wanted = [
+      { topic: config.topic, numPartitions: config.partitions },
+      { topic: config.dlqTopic, numPartitions: config.partitions },
+      {
+        topic: config.checkpointTopic,
+        numPartitions: 1,
+        configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
+      },
+    ].filter((t) => !existing.has(t.topic));
+    if (wanted.length === 0) return;
+    await admin.createTopics({
+      topics: wanted.map((t) => ({ ...t, replicationFactor: config.replicationFactor })),
+      waitForLeaders: true,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Number of partitions of a topic. */
+export async function partitionCount(kafka: Kafka, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+    return meta.topics[0]?.partitions.length ?? 0;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** `check`: can we reach the brokers, and which of our topics exist yet? */
+export async function checkKafka(config: KafkaConfig): Promise<Finding[]> {
+  const kafka = new Kafka({
+    clientId: `${config.clientId}-check`,
+    brokers: config.brokers,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 1 },
+    connectionTimeout: 3000,
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const cluster = await admin.describeCluster();
+    const topics = new Set(await admin.listTopics());
+    const findings: Finding[] = [{ ok: true, what: `Kafka at ${config.brokers.join(',')}: ${cluster.brokers.length} broker(s)` }];
+    for (const t of [config.topic, config.dlqTopic, config.checkpointTopic]) {
+      findings.push(
+        topics.has(t)
+          ? { ok: true, what: `topic ${t} exists` }
+          : { ok: true, warning: true, what: `topic ${t} is missing: cachesync run creates it` },
+      );
+    }
+    return findings;
+  } catch (err) {
+    return [{ ok: false, what: `Kafka at ${config.brokers.join(',')} answers`, why: (err as Error).message }];
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}

@@ -1,0 +1,251 @@
+import ZongJi, {
+  type BinlogEvent,
+  type DeleteRowsEvent,
+  type QueryEvent,
+  type TableMapEvent,
+  type UpdateRowsEvent,
+  type WriteRowsEvent,
+} from '@vlasky/zongji';
+import type { StartPosition } from '../config/types.js';
+import type { ChangeEvent, Op } from '../core/change-event.js';
+import { parseTableDdl } from '../core/ddl.js';
+import type { Row } from '../core/key-template.js';
+import { normalizeRow } from '../core/row-value.js';
+import { makeVersion } from '../core/version.js';
+
+/** A point in the binlog where a transaction has just ended: a safe place to resume from. */
+export interface BinlogPosition {
+  file: string;
+  pos: number;
+  /** The server's GTID position covering every transaction up to here (MariaDB `0-1-42`, MySQL set). */
+  gtidSet?: string;
+}
+
+/** What the source hands on, in binlog order. */
+export type SourceItem =
+  | { kind: 'change'; event: ChangeEvent }
+  /** Everything before this item belongs to transactions that are complete. */
+  | { kind: 'commit'; position: BinlogPosition; commitTsMs: number };
+
+export interface BinlogSourceOptions {
+  connection: { host: string; port: number; user: string; password: string; connectTimeout?: number };
+  serverId: number;
+  /** Mapped tables, as `db.table`; changes of other tables are not read. */
+  tables: ReadonlySet<string>;
+  onItem: (item: SourceItem) => void;
+  /** The stream broke: the owner stops this source and starts a new one from its last commit. */
+  onError: (err: Error) => void;
+  now?: () => number;
+}
+
+const ROW_OPS: Record<string, Op> = { writerows: 'c', updaterows: 'u', deleterows: 'd' };
+
+/**
+ * One binlog connection (zongji) turned into change events of the mapped tables and commit
+ * markers. It has no reconnect of its own: the tailer replaces a broken source with a new one
+ * started from the last commit marker.
+ */
+export class BinlogSource {
+  private readonly zongji: ZongJi;
+  private readonly now: () => number;
+  /** Primary key columns by table id, from the table map events (binlog_row_metadata=FULL). */
+  private readonly primaryKeys = new Map<number, string[]>();
+  private txKey = '';
+  private seq = 0;
+  private paused = false;
+  private stopped = false;
+
+  constructor(private readonly opts: BinlogSourceOptions) {
+    this.now = opts.now ?? Date.now;
+    this.zongji = new ZongJi({
+      ...opts.connection,
+      // Keep DATETIME(6) microseconds and the server's own text for dates; exact big numbers.
+      dateStrings: true,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+    });
+  }
+
+  /** Server flavour, known once started. */
+  get isMariaDb(): boolean {
+    return this.zongji.isMariaDb;
+  }
+
+  /** Connects and starts streaming; resolves once the server accepted the dump request. */
+  start(from: StartPosition | BinlogPosition): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      this.zongji.on('ready', () => {
+        ready = true;
+        resolve();
+      });
+      this.zongji.on('error', (err: Error) => {
+        if (this.stopped) return;
+        if (!ready) reject(err);
+        else this.opts.onError(err);
+      });
+      this.zongji.on('binlog', (event: BinlogEvent) => {
+        try {
+          this.handle(event);
+        } catch (err) {
+          this.opts.onError(err as Error);
+        }
+      });
+      const includeSchema: Record<string, string[]> = {};
+      for (const t of this.opts.tables) {
+        const [db, table] = splitTable(t);
+        (includeSchema[db] ??= []).push(table);
+      }
+      this.zongji.start({ serverId: this.opts.serverId, includeSchema, ...startOptions(from) });
+    });
+  }
+
+  /** Stops reading from the socket: the server holds the rest (backpressure). */
+  pause(): void {
+    if (this.paused || this.stopped) return;
+    this.paused = true;
+    this.connection()?.pause();
+  }
+
+  resume(): void {
+    if (!this.paused || this.stopped) return;
+    this.paused = false;
+    this.connection()?.resume();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      this.zongji.once('stopped', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.zongji.stop();
+    });
+  }
+
+  private connection(): { pause(): void; resume(): void } | undefined {
+    return (this.zongji as unknown as { connection?: { pause(): void; resume(): void } }).connection ?? undefined;
+  }
+
+  private handle(event: BinlogEvent): void {
+    const name = event.getEventName();
+    switch (name) {
+      case 'tablemap': {
+        const map = event as TableMapEvent;
+        const names = map.columnNames;
+        if (map.primaryKey && names) this.primaryKeys.set(map.tableId, map.primaryKey.map((i) => names[i] ?? `@${i}`));
+        return;
+      }
+      case 'writerows':
+      case 'updaterows':
+      case 'deleterows':
+        this.emitRows(event as WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent, ROW_OPS[name]!);
+        return;
+      case 'xid':
+        this.emitCommit(event);
+        return;
+      case 'query': {
+        const query = event as QueryEvent;
+        const sql = query.query.trim();
+        if (/^(BEGIN|XA START|XA END|SAVEPOINT)/i.test(sql)) return;
+        this.emitTableDdl(query);
+        // COMMIT of a non-transactional engine, or DDL (its own transaction): a boundary.
+        this.emitCommit(event);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private emitRows(event: WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent, op: Op): void {
+    const meta = event.tableMap[event.tableId];
+    if (!meta) return;
+    const db = meta.parentSchema;
+    const table = meta.tableName;
+    if (!this.opts.tables.has(`${db}.${table}`)) return;
+    const pkColumns = this.primaryKeys.get(event.tableId) ?? [];
+    const readAt = this.now();
+    for (const raw of event.rows) {
+      let before: Row | null = null;
+      let after: Row | null = null;
+      if (op === 'u') {
+        const pair = raw as { before: Record<string, unknown>; after: Record<string, unknown> };
+        before = normalizeRow(pair.before);
+        after = normalizeRow(pair.after);
+      } else if (op === 'c') after = normalizeRow(raw as Record<string, unknown>);
+      else before = normalizeRow(raw as Record<string, unknown>);
+      const image = (before ?? after)!;
+      const pk: Record<string, unknown> = {};
+      for (const c of pkColumns) pk[c] = image[c] ?? null;
+      this.opts.onItem({ kind: 'change', event: { op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt } });
+    }
+  }
+
+  private emitTableDdl(event: QueryEvent): void {
+    const ddl = parseTableDdl(event.query, event.schema);
+    if (!ddl) return;
+    const readAt = this.now();
+    for (const { db, table } of ddl.tables) {
+      if (!this.opts.tables.has(`${db}.${table}`)) continue;
+      this.opts.onItem({
+        kind: 'change',
+        event: { op: 't', db, table, pk: {}, before: null, after: null, source: this.source(event), ts_ms: readAt },
+      });
+    }
+  }
+
+  private source(event: BinlogEvent): ChangeEvent['source'] {
+    // zongji holds filename/position at the transaction's start until its commit, so this pair
+    // names the transaction; seq orders the changes inside it.
+    const { filename, position } = this.zongji.options as { filename: string; position: number };
+    const txKey = `${filename}:${position}`;
+    if (txKey !== this.txKey) {
+      this.txKey = txKey;
+      this.seq = 0;
+    }
+    const version = makeVersion(filename, position, this.seq++);
+    return {
+      file: filename,
+      pos: position,
+      ...(event.gtid ? { gtid: event.gtid } : {}),
+      ts_ms: event.timestamp,
+      version,
+    };
+  }
+
+  private emitCommit(event: BinlogEvent): void {
+    const { filename, position } = this.zongji.options as { filename: string; position: number };
+    const gtidSet = this.zongji.gtidSet;
+    this.opts.onItem({
+      kind: 'commit',
+      position: { file: filename, pos: position, ...(gtidSet ? { gtidSet } : {}) },
+      commitTsMs: event.timestamp,
+    });
+  }
+}
+
+function startOptions(from: StartPosition | BinlogPosition): Record<string, unknown> {
+  if ('file' in from) {
+    // Resume: a GTID position survives failover and purged-file renames; file:pos otherwise.
+    return from.gtidSet !== undefined ? { gtidSet: from.gtidSet } : { filename: from.file, position: from.pos };
+  }
+  switch (from.kind) {
+    case 'end':
+      return { startAtEnd: true };
+    case 'beginning':
+      return { gtidSet: '' };
+    case 'gtid':
+      return { gtidSet: from.gtidSet };
+    case 'file':
+      return { filename: from.filename, position: from.position };
+  }
+}
+
+export function splitTable(qualified: string): [string, string] {
+  const dot = qualified.indexOf('.');
+  return [qualified.slice(0, dot), qualified.slice(dot + 1)];
+}

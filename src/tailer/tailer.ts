@@ -1,0 +1,382 @@
+import { EventEmitter } from 'node:events';
+import type { Kafka, Message, Producer } from 'kafkajs';
+import { Partitioners } from 'kafkajs';
+import type { CompiledConfig, StartPosition } from '../config/types.js';
+import { encodeChangeEvent, messageKey, type ChangeEvent } from '../core/change-event.js';
+import { CachesyncError } from '../core/errors.js';
+import { retry, type BackoffPolicy } from '../core/retry.js';
+import { binlogFileIndex } from '../core/version.js';
+import { createKafka, ensureTopics, partitionCount } from '../kafka/kafka-client.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
+import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
+
+export type TailerState = 'starting' | 'streaming' | 'paused' | 'reconnecting' | 'stopping' | 'stopped' | 'failed';
+
+/** The binlog position a stored checkpoint needs is gone from the server: resuming would skip changes. */
+export class BinlogPurgedError extends CachesyncError {
+  constructor(position: string, cause: unknown) {
+    super(
+      `the binlog the checkpoint points to (${position}) is no longer on the server (purged or rotated away), ` +
+        `so changes since then cannot be read and the cache may have missed them. To recover: delete the ` +
+        `checkpoint topic (or set source.start) to start from the end of the binlog, then run ` +
+        `\`cachesync snapshot\` or \`cachesync verify --repair\` to bring the cache back in line.`,
+      { retriable: false, cause },
+    );
+  }
+}
+
+export interface TailerOptions {
+  config: Pick<CompiledConfig, 'source' | 'kafka' | 'tailer' | 'mappings'>;
+  logger: Logger;
+  metrics: Metrics;
+  kafka?: Kafka;
+  checkpoints?: CheckpointStore;
+  /** Backoff between binlog reconnects and failed produce requests. */
+  backoff?: BackoffPolicy;
+}
+
+const COMMIT_SAVE_INTERVAL_MS = 1000;
+
+/**
+ * Reads the binlog and publishes every change of a mapped table to the change topic, keyed by row,
+ * in binlog order. The checkpoint advances only to transaction boundaries whose changes Kafka has
+ * all acknowledged; a broken binlog connection is re-opened from the last boundary read; a slow or
+ * absent Kafka pauses binlog reading instead of growing memory.
+ */
+export class Tailer extends EventEmitter<{ state: [TailerState] }> {
+  private state_: TailerState = 'starting';
+  private closing = false;
+  private source: BinlogSource | undefined;
+  private readonly queue: SourceItem[] = [];
+  private queueHead = 0;
+  private bufferedChanges = 0;
+  private wake: (() => void) | undefined;
+  /** Last boundary read: a new binlog connection resumes here. */
+  private resumeFrom: BinlogPosition | StartPosition;
+  private acked: Checkpoint | undefined;
+  private lastSavedAtMs = 0;
+  private savedVersion: string | undefined;
+  private reconnecting: Promise<void> | undefined;
+  /** A fatal error from a reconnect, surfaced by the publish loop. */
+  private fatal: unknown;
+  /** Set when close() ran out of grace: in-flight sends stop retrying. */
+  private abandoned = false;
+  private runPromise: Promise<void> | undefined;
+  private readonly log: Logger;
+  private readonly tables: Set<string>;
+  private readonly backoff: BackoffPolicy;
+
+  private constructor(
+    private readonly opts: TailerOptions,
+    private readonly producer: Producer,
+    private readonly checkpoints: CheckpointStore,
+    private readonly partitions: number,
+    checkpoint: Checkpoint | undefined,
+  ) {
+    super();
+    this.log = opts.logger.child({ component: 'tailer' });
+    this.tables = new Set(opts.config.mappings.map((m) => m.table));
+    this.backoff = opts.backoff ?? { initialMs: 200, maxMs: 10_000 };
+    this.acked = checkpoint;
+    this.resumeFrom = checkpoint ?? opts.config.source.start;
+  }
+
+  /** Connects to Kafka, creates missing topics and loads the checkpoint. */
+  static async create(opts: TailerOptions): Promise<Tailer> {
+    const kafka = opts.kafka ?? createKafka(opts.config.kafka, opts.logger, '-tailer');
+    await ensureTopics(kafka, opts.config.kafka);
+    const checkpoints = opts.checkpoints ?? new KafkaCheckpointStore(kafka, opts.config.kafka.checkpointTopic);
+    const checkpoint = await checkpoints.load();
+    const partitions = await partitionCount(kafka, opts.config.kafka.topic);
+    const producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    await producer.connect();
+    return new Tailer(opts, producer, checkpoints, partitions, checkpoint);
+  }
+
+  get state(): TailerState {
+    return this.state_;
+  }
+
+  /** The last checkpoint stored (Kafka acknowledged everything before it). */
+  get checkpoint(): Checkpoint | undefined {
+    return this.acked;
+  }
+
+  /** Streams until close(); rejects only on a fatal error (such as a purged binlog). */
+  run(): Promise<void> {
+    this.runPromise ??= this.runLoops();
+    return this.runPromise;
+  }
+
+  /** Stops reading, publishes what was read (within graceMs), stores the checkpoint. Idempotent. */
+  async close(graceMs = 30_000): Promise<void> {
+    if (this.closing) {
+      await this.runPromise?.catch(() => undefined);
+      return;
+    }
+    this.closing = true;
+    this.setState('stopping');
+    await this.source?.stop();
+    this.source = undefined;
+    this.wake?.();
+    const drained = this.runPromise?.catch(() => undefined) ?? Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    this.abandoned = true;
+    await this.producer.disconnect().catch(() => undefined);
+    await this.checkpoints.close().catch(() => undefined);
+    this.setState('stopped');
+  }
+
+  private async runLoops(): Promise<void> {
+    try {
+      await this.connect();
+      await this.publishLoop();
+    } catch (err) {
+      this.setState('failed');
+      throw err;
+    }
+  }
+
+  private setState(state: TailerState): void {
+    if (state === this.state_) return;
+    this.log.info({ from: this.state_, to: state }, 'tailer state');
+    this.state_ = state;
+    this.emit('state', state);
+  }
+
+  /** Opens a binlog connection from the last boundary read, retrying until it works or is fatal. */
+  private async connect(): Promise<void> {
+    await retry(
+      async () => {
+        if (this.closing) return;
+        const source = new BinlogSource({
+          connection: {
+            host: this.opts.config.source.host,
+            port: this.opts.config.source.port,
+            user: this.opts.config.source.user,
+            password: this.opts.config.source.password,
+            connectTimeout: this.opts.config.source.connectTimeoutMs,
+          },
+          serverId: this.opts.config.source.serverId,
+          tables: this.tables,
+          onItem: (item) => this.enqueue(item),
+          onError: (err) => this.onSourceError(source, err),
+        });
+        try {
+          await source.start(this.resumeFrom);
+        } catch (err) {
+          await source.stop();
+          throw this.classifyStartError(err);
+        }
+        if (this.closing) {
+          await source.stop();
+          return;
+        }
+        this.source = source;
+        this.log.info({ from: describePosition(this.resumeFrom) }, 'reading the binlog');
+        this.setState(this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming');
+        if (this.state_ === 'paused') source.pause();
+      },
+      this.backoff,
+      {
+        aborted: () => this.closing,
+        onRetry: (err, attempt, delayMs) => {
+          this.opts.metrics.binlogReconnects.inc();
+          this.log.warn({ err: errorText(err), attempt, delayMs }, 'binlog connection failed; retrying');
+        },
+      },
+    );
+  }
+
+  private classifyStartError(err: unknown): unknown {
+    const e = err as { errno?: number; message?: string };
+    // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file or GTID asked for is not in the binlog any more.
+    if (e.errno === 1236 && /could not find|purged|first log file|GTID/i.test(e.message ?? '')) {
+      return new BinlogPurgedError(describePosition(this.resumeFrom), err);
+    }
+    return err;
+  }
+
+  private onSourceError(source: BinlogSource, err: Error): void {
+    if (this.closing || source !== this.source || this.reconnecting) return;
+    this.log.warn({ err: err.message, from: describePosition(this.resumeFrom) }, 'binlog stream broke; reconnecting');
+    this.setState('reconnecting');
+    this.reconnecting = (async () => {
+      this.source = undefined;
+      await source.stop();
+      // Changes of the unfinished transaction were queued already; the new stream sends them
+      // again from its start (duplicates are harmless downstream, gaps would not be).
+      this.opts.metrics.binlogReconnects.inc();
+      await this.connect();
+    })()
+      .catch((fatal: unknown) => {
+        this.fatal = fatal;
+        this.wake?.();
+      })
+      .finally(() => {
+        this.reconnecting = undefined;
+      });
+  }
+
+  private enqueue(item: SourceItem): void {
+    this.queue.push(item);
+    if (item.kind === 'change') {
+      this.bufferedChanges++;
+      const e = item.event;
+      this.opts.metrics.rowsRead.inc({ table: `${e.db}.${e.table}`, op: e.op });
+      this.opts.metrics.sourceLag.set(Math.max(0, (Date.now() - e.source.ts_ms) / 1000));
+      if (this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents && this.state_ === 'streaming') {
+        this.source?.pause();
+        this.opts.metrics.sourcePaused.set(1);
+        this.setState('paused');
+      }
+    } else {
+      this.resumeFrom = item.position;
+    }
+    this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
+    this.wake?.();
+  }
+
+  private async publishLoop(): Promise<void> {
+    const { batchSize, lingerMs, maxBufferedEvents } = this.opts.config.tailer;
+    while (!this.closing || this.queueHead < this.queue.length) {
+      if (this.fatal) throw this.fatal;
+      if (this.queueHead >= this.queue.length) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+        continue;
+      }
+      if (this.queue.length - this.queueHead < batchSize && lingerMs > 0 && !this.closing) {
+        await new Promise((r) => setTimeout(r, lingerMs));
+      }
+      const end = this.batchEnd(batchSize);
+      const items = this.queue.slice(this.queueHead, end);
+      const changes = items.flatMap((i) => (i.kind === 'change' ? [i.event] : []));
+      if (changes.length > 0) await this.send(changes);
+      this.queueHead = end;
+      this.bufferedChanges -= changes.length;
+      this.compactQueue();
+      this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
+      const lastCommit = items.findLast((i) => i.kind === 'commit');
+      if (lastCommit?.kind === 'commit') {
+        this.acked = { ...lastCommit.position, commitTsMs: lastCommit.commitTsMs, savedAtMs: 0 };
+      }
+      await this.maybeSaveCheckpoint(this.closing && this.queueHead >= this.queue.length);
+      if (this.state_ === 'paused' && this.bufferedChanges <= maxBufferedEvents / 2) {
+        this.source?.resume();
+        this.opts.metrics.sourcePaused.set(0);
+        this.setState('streaming');
+      }
+    }
+    await this.maybeSaveCheckpoint(true);
+  }
+
+  /** Index after the items of the next batch: up to batchSize changes, plus the markers among them. */
+  private batchEnd(batchSize: number): number {
+    let count = 0;
+    let i = this.queueHead;
+    while (i < this.queue.length) {
+      const item = this.queue[i]!;
+      if (item.kind === 'change') {
+        if (count === batchSize) break;
+        count++;
+      }
+      i++;
+    }
+    return i;
+  }
+
+  private compactQueue(): void {
+    if (this.queueHead > 4096 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  /** Sends until Kafka acknowledges: a Kafka outage holds the loop here (and so pauses the binlog). */
+  private async send(changes: ChangeEvent[]): Promise<void> {
+    const { topic } = this.opts.config.kafka;
+    const messages: Message[] = [];
+    for (const event of changes) {
+      const value = encodeChangeEvent(event);
+      if (event.op === 't') {
+        // Every partition must see a table-level change after the rows it holds, so it goes to all.
+        for (let partition = 0; partition < this.partitions; partition++) {
+          messages.push({ key: messageKey(event), value, partition });
+        }
+      } else {
+        messages.push({ key: messageKey(event), value });
+      }
+    }
+    await retry(
+      async () => {
+        const stop = this.opts.metrics.publishLatency.startTimer();
+        try {
+          await this.producer.send({ topic, messages, acks: -1 });
+          this.opts.metrics.publishBatches.inc({ result: 'ok' });
+        } catch (err) {
+          this.opts.metrics.publishBatches.inc({ result: 'error' });
+          throw err;
+        } finally {
+          stop();
+        }
+      },
+      this.backoff,
+      {
+        aborted: () => this.abandoned,
+        onRetry: (err, attempt, delayMs) => {
+          this.opts.metrics.retries.inc({ stage: 'publish', reason: 'kafka' });
+          this.log.warn({ err: errorText(err), attempt, delayMs, messages: messages.length }, 'publish failed; retrying');
+        },
+      },
+    );
+    this.opts.metrics.publishBatchSize.observe(messages.length);
+  }
+
+  private async maybeSaveCheckpoint(force: boolean): Promise<void> {
+    const cp = this.acked;
+    if (!cp) return;
+    const key = `${cp.file}:${cp.pos}:${cp.gtidSet ?? ''}`;
+    if (key === this.savedVersion) return;
+    if (!force && Date.now() - this.lastSavedAtMs < COMMIT_SAVE_INTERVAL_MS) return;
+    const toSave = { ...cp, savedAtMs: Date.now() };
+    try {
+      await this.checkpoints.save(toSave);
+    } catch (err) {
+      // Not fatal: the next save covers it, and a restart from an older point only repeats changes.
+      this.log.warn({ err: errorText(err) }, 'could not store the checkpoint; will retry');
+      return;
+    }
+    this.savedVersion = key;
+    this.lastSavedAtMs = toSave.savedAtMs;
+    this.opts.metrics.checkpointTimestamp.set(cp.commitTsMs / 1000);
+    this.opts.metrics.checkpointPosition.set({ part: 'file' }, binlogFileIndex(cp.file));
+    this.opts.metrics.checkpointPosition.set({ part: 'offset' }, cp.pos);
+    this.log.debug({ file: cp.file, pos: cp.pos, gtid: cp.gtidSet }, 'checkpoint stored');
+  }
+}
+
+function describePosition(p: BinlogPosition | StartPosition): string {
+  if ('file' in p) return p.gtidSet ? `gtid ${p.gtidSet} (${p.file}:${p.pos})` : `${p.file}:${p.pos}`;
+  switch (p.kind) {
+    case 'end':
+    case 'beginning':
+      return p.kind;
+    case 'gtid':
+      return `gtid ${p.gtidSet}`;
+    case 'file':
+      return `${p.filename}:${p.position}`;
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { MessageError } from '../../src/core/errors.js';
+import { KeyTemplate } from '../../src/core/key-template.js';
+
+describe('KeyTemplate', () => {
+  it('renders placeholders from the row', () => {
+    const t = KeyTemplate.parse('user:{id}:orders:{status}');
+    expect(t.columns).toEqual(['id', 'status']);
+    expect(t.render({ id: 42, status: 'paid' })).toBe('user:42:orders:paid');
+  });
+
+  it('writes literal braces for cluster hash tags', () => {
+    expect(KeyTemplate.parse('user:{{{id}}}').render({ id: '7' })).toBe('user:{7}');
+    expect(KeyTemplate.parse('{{x}}:{id}').render({ id: 1 })).toBe('{x}:1');
+  });
+
+  it('renders no key when a placeholder column is NULL', () => {
+    expect(KeyTemplate.parse('user:email:{email}').render({ email: null })).toBeUndefined();
+  });
+
+  it('keeps big integers and decimals exact', () => {
+    expect(KeyTemplate.parse('k:{id}').render({ id: '18446744073709551615' })).toBe('k:18446744073709551615');
+  });
+
+  it('blames the message for a missing column or a non-scalar value', () => {
+    const t = KeyTemplate.parse('user:{id}');
+    expect(() => t.render({ other: 1 })).toThrow(MessageError);
+    expect(() => t.render({ other: 1 })).toThrow('no column "id"');
+    expect(() => t.render({ id: { a: 1 } })).toThrow('not a scalar');
+  });
+
+  it.each([
+    ['user:{id', 'never closed'],
+    ['user:id}', 'closes nothing'],
+    ['user:{}', 'must name a column'],
+    ['user:{a b}', 'must name a column'],
+    ['constant', 'at least one {column}'],
+  ])('rejects %s', (source, message) => {
+    expect(() => KeyTemplate.parse(source)).toThrow(message);
+  });
+
+  it('gives a SCAN pattern that escapes glob characters', () => {
+    expect(KeyTemplate.parse('user:{id}:o*[x]').toGlob()).toBe('user:*:o\\*\\[x\\]');
+  });
+});
