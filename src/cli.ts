@@ -38,11 +38,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (opts: CommonOptions & { role: Role }) => {
       const config = await load(opts);
       const logger = createLogger({ level: config.log.level });
-      logger.info({ config: config.file, role: opts.role, mappings: config.mappings.length }, 'starting cachesync');
+      logger.info(
+        { config: config.file, role: opts.role, mappings: config.mappings.length },
+        'starting cachesync',
+      );
       let runtime: Runtime;
       try {
         runtime = await Runtime.start(config, { role: opts.role, logger });
       } catch (err) {
+        if (err instanceof ConfigError) throw err;
         logger.fatal({ err: (err as Error).message }, 'could not start');
         setExit(EXIT.problem);
         return;

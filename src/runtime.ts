@@ -3,7 +3,9 @@ import { ChangeConsumer } from './consumer/change-consumer.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer, type HealthSource } from './observability/http-server.js';
 import { Metrics } from './observability/metrics.js';
+import { mappingProblems } from './tailer/source-checks.js';
 import { Tailer } from './tailer/tailer.js';
+import { ConfigError } from './core/errors.js';
 
 export type Role = 'all' | 'tailer' | 'consumer';
 export const ROLES: readonly Role[] = ['all', 'tailer', 'consumer'];
@@ -90,9 +92,20 @@ export class Runtime {
     });
     this.log.info({ port: this.http.port }, 'serving /metrics, /healthz and /readyz');
     const deps = { config, logger: this.opts.logger, metrics };
+    if (this.runsTailer) {
+      // A mapping that names a missing table or column would fail on every change: refuse to start.
+      const problems = await mappingProblems(config);
+      if (problems.length > 0) {
+        const lines = problems.map((p) => `  ${p}`).join('\n');
+        throw new ConfigError(`${config.file}: the mappings do not match the database:\n${lines}`);
+      }
+    }
     if (this.runsConsumer) {
       this.consumer = await ChangeConsumer.create(deps);
-      this.consumer.on('state', (s) => s === 'failed' && this.fail(new Error('the consumer stopped for good')));
+      this.consumer.on(
+        'state',
+        (s) => s === 'failed' && this.fail(new Error('the consumer stopped for good')),
+      );
       await this.consumer.run();
     }
     if (this.runsTailer) {
@@ -114,8 +127,12 @@ export class Runtime {
       const graceMs = this.opts.graceMs ?? 30_000;
       this.log.info({ graceMs }, 'stopping');
       // Tailer first, so everything it read reaches Kafka while consumers still run.
-      await this.tailer?.close(graceMs).catch((err: unknown) => this.log.warn({ err: String(err) }, 'tailer close'));
-      await this.consumer?.close(graceMs).catch((err: unknown) => this.log.warn({ err: String(err) }, 'consumer close'));
+      await this.tailer
+        ?.close(graceMs)
+        .catch((err: unknown) => this.log.warn({ err: String(err) }, 'tailer close'));
+      await this.consumer
+        ?.close(graceMs)
+        .catch((err: unknown) => this.log.warn({ err: String(err) }, 'consumer close'));
       await this.http?.close();
       this.log.info('stopped');
       if (this.failure !== undefined) this.settle.reject(this.failure);

@@ -5,7 +5,10 @@ import { checkKafka } from '../kafka/kafka-client.js';
 import { checkSource } from '../tailer/source-checks.js';
 
 /** `cachesync check`: prints each finding; exit 0 only if every check holds. */
-export async function runCheck(config: CompiledConfig, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function runCheck(
+  config: CompiledConfig,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   const findings: Finding[] = [
     { ok: true, what: `config ${config.file}: ${config.mappings.length} mapped table(s)` },
     ...(await checkSource(config)),

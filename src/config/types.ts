@@ -59,7 +59,7 @@ export interface KafkaConfig {
 }
 
 export interface RedisConfig {
-  /** `redis://[user:pass@]host:port/db` or `rediss://...`; a `passwordFile` sets the password. */
+  /** `redis://[user:pass@]host:port/db` or `rediss://...`; `password` or `passwordFile` sets the password. */
   url: string;
   /**
    * From `password` or `passwordFile` (trailing newline trimmed), when given; overrides a password

@@ -5,7 +5,7 @@ import type { Cluster, Redis } from 'ioredis';
 import type { CompiledConfig, CompiledMapping } from '../config/types.js';
 import { planCacheOps, type CacheOp } from '../core/cache-plan.js';
 import { decodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
-import { MessageError, UnavailableError } from '../core/errors.js';
+import { MessageError } from '../core/errors.js';
 import { backoffDelay, type BackoffPolicy } from '../core/retry.js';
 import { createKafka, ensureTopics } from '../kafka/kafka-client.js';
 import type { Logger } from '../observability/logger.js';
@@ -77,7 +77,14 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   static async create(opts: ChangeConsumerOptions): Promise<ChangeConsumer> {
     const kafka = opts.kafka ?? createKafka(opts.config.kafka, opts.logger, '-consumer');
     await ensureTopics(kafka, opts.config.kafka);
-    const consumer = kafka.consumer({ groupId: opts.config.kafka.groupId, allowAutoTopicCreation: false });
+    // A crashed member is noticed within the session timeout; its partitions then move on.
+    const consumer = kafka.consumer({
+      groupId: opts.config.kafka.groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1000,
+      rebalanceTimeout: 30_000,
+    });
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     const redis = opts.redis ?? createRedis(opts.config.redis);
     await Promise.all([consumer.connect(), producer.connect()]);
@@ -128,14 +135,15 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale } = payload;
-    const live = () => isRunning() && !isStale() && !this.closing;
+    const { batch } = payload;
+    const heartbeat = () => payload.heartbeat();
+    const live = () => payload.isRunning() && !payload.isStale() && !this.closing;
     for (let i = 0; i < batch.messages.length && live(); i += this.chunkSize) {
       const chunk = batch.messages.slice(i, i + this.chunkSize);
       const done = await this.applyChunk(batch.topic, batch.partition, chunk, heartbeat, live);
       if (!done) return;
-      resolveOffset(chunk[chunk.length - 1]!.offset);
-      await commitOffsetsIfNecessary();
+      payload.resolveOffset(chunk[chunk.length - 1]!.offset);
+      await payload.commitOffsetsIfNecessary();
       await heartbeat();
       const lag = Number(batch.highWatermark) - Number(chunk[chunk.length - 1]!.offset) - 1;
       this.opts.metrics.consumerLag.set({ partition: String(batch.partition) }, Math.max(0, lag));
@@ -206,7 +214,8 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       const ops = mapping ? planCacheOps(event, mapping) : [];
       return { message, event, ops, attempts: 0 };
     } catch (err) {
-      const error = err instanceof MessageError ? err : new MessageError((err as Error).message, { cause: err });
+      const error =
+        err instanceof MessageError ? err : new MessageError((err as Error).message, { cause: err });
       return { message, ops: [], error, attempts: 0 };
     }
   }
@@ -239,7 +248,13 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       const table = event ? `${event.db}.${event.table}` : 'unknown';
       this.opts.metrics.dlqMessages.inc({ table, error_class: info.error.name });
       this.log.error(
-        { table, partition: info.partition, offset: info.offset, attempts: info.attempts, err: info.error.message },
+        {
+          table,
+          partition: info.partition,
+          offset: info.offset,
+          attempts: info.attempts,
+          err: info.error.message,
+        },
         'message dead-lettered',
       );
     }
@@ -250,7 +265,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       this.opts.metrics.consumerPaused.set(1);
       this.setState('paused');
     }
-    this.log.warn({ err: err?.message, attempt }, 'Redis unavailable; holding the partition until it is back');
+    this.log.warn(
+      { err: err?.message, attempt },
+      'Redis unavailable; holding the partition until it is back',
+    );
   }
 
   private leaveOutage(): void {

@@ -24,7 +24,10 @@ export const DLQ_HEADERS = {
 } as const;
 
 /** The original key and value, with the failure in headers (times as ISO-8601). */
-export function deadLetter(message: KafkaMessage, info: FailureInfo): { key: Buffer | null; value: Buffer | null; headers: IHeaders } {
+export function deadLetter(
+  message: KafkaMessage,
+  info: FailureInfo,
+): { key: Buffer | null; value: Buffer | null; headers: IHeaders } {
   return {
     key: message.key,
     value: message.value,

@@ -58,8 +58,22 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('ZRE
 return 0`;
 
 interface ScriptedClient {
-  csSetIfNewer(key: string, verKey: string, version: string, value: string, ttl: string, verTtl: string): Promise<number>;
-  csHashIfNewer(key: string, verKey: string, version: string, ttl: string, verTtl: string, ...fields: string[]): Promise<number>;
+  csSetIfNewer(
+    key: string,
+    verKey: string,
+    version: string,
+    value: string,
+    ttl: string,
+    verTtl: string,
+  ): Promise<number>;
+  csHashIfNewer(
+    key: string,
+    verKey: string,
+    version: string,
+    ttl: string,
+    verTtl: string,
+    ...fields: string[]
+  ): Promise<number>;
   csDelIfNewer(key: string, verKey: string, version: string, verTtl: string): Promise<number>;
   csZremIfScore(zset: string, member: string, score: string): Promise<number>;
 }
@@ -169,7 +183,8 @@ export class RedisApplier {
         cursor = next;
         const mine = keys.filter((k) => !k.startsWith(this.metaPrefix));
         // One DEL per key: keys of a cluster node may sit in different slots.
-        if (mine.length > 0) deleted += (await Promise.all(mine.map((k) => node.del(k)))).reduce((a, b) => a + b, 0);
+        if (mine.length > 0)
+          deleted += (await Promise.all(mine.map((k) => node.del(k)))).reduce((a, b) => a + b, 0);
       } while (cursor !== '0');
     }
     return deleted;
@@ -180,7 +195,15 @@ export class RedisApplier {
    * the schedule only after its DEL, so a crash in between deletes it again later (harmless).
    */
   async runDueRedeletes(now = Date.now(), limit = 500): Promise<number> {
-    const due = await this.redis.zrangebyscore(this.redeleteKey, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit);
+    const due = await this.redis.zrangebyscore(
+      this.redeleteKey,
+      '-inf',
+      now,
+      'WITHSCORES',
+      'LIMIT',
+      0,
+      limit,
+    );
     const work: Promise<unknown>[] = [];
     for (let i = 0; i + 1 < due.length; i += 2) {
       const key = due[i]!;
@@ -212,7 +235,7 @@ function defineScripts(redis: RedisClient): void {
 }
 
 function isCluster(redis: RedisClient): redis is Cluster {
-  return 'nodes' in redis && typeof (redis as Cluster).nodes === 'function' && (redis as Cluster).isCluster === true;
+  return (redis as Partial<Cluster>).isCluster === true;
 }
 
 /** True when Redis Cluster would hash only part of the key (a non-empty `{...}` after the first `{`). */
@@ -224,7 +247,8 @@ export function hasHashTag(key: string): boolean {
 }
 
 /** Reply errors Redis gives while it cannot serve, as opposed to errors about the command itself. */
-const TRANSIENT_REPLIES = /^(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|MOVED|ASK|OOM|NOREPLICAS)\b/;
+const TRANSIENT_REPLIES =
+  /^(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|MOVED|ASK|OOM|NOREPLICAS)\b/;
 
 /** Sorts a failure from ioredis into the message's fault or Redis being unavailable. */
 export function classifyRedisError(reason: unknown): MessageError | UnavailableError {

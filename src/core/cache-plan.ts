@@ -2,6 +2,7 @@ import type { CompiledKey, CompiledMapping } from '../config/types.js';
 import type { ChangeEvent } from './change-event.js';
 import { MessageError } from './errors.js';
 import type { Row } from './key-template.js';
+import { valueText } from './row-value.js';
 import type { Version } from './version.js';
 
 interface OpBase {
@@ -30,12 +31,25 @@ export interface PlanOptions {
  * semantics table of the spec. Pure: no I/O. Throws MessageError when the change cannot be mapped
  * (a key column missing from the row, a value with no text form).
  */
-export function planCacheOps(event: ChangeEvent, mapping: CompiledMapping, opts: PlanOptions = {}): CacheOp[] {
+export function planCacheOps(
+  event: ChangeEvent,
+  mapping: CompiledMapping,
+  opts: PlanOptions = {},
+): CacheOp[] {
   const version = event.source.version;
   if (event.op === 't') {
-    return mapping.keys.map((k) => ({ kind: 'delMatching', pattern: k.template.toGlob(), path: k.path, version }));
+    return mapping.keys.map((k) => ({
+      kind: 'delMatching',
+      pattern: k.template.toGlob(),
+      path: k.path,
+      version,
+    }));
   }
-  if (event.op === 'u' && mapping.onlyWhenChanged && !anyChanged(event.before, event.after, mapping.onlyWhenChanged)) {
+  if (
+    event.op === 'u' &&
+    mapping.onlyWhenChanged &&
+    !anyChanged(event.before, event.after, mapping.onlyWhenChanged)
+  ) {
     return [];
   }
   const ops: CacheOp[] = [];
@@ -45,7 +59,13 @@ export function planCacheOps(event: ChangeEvent, mapping: CompiledMapping, opts:
     if (key.delayedRedeleteMs !== undefined) {
       for (const op of planned) {
         if (op.kind === 'del' || op.kind === 'set' || op.kind === 'hash') {
-          ops.push({ kind: 'redelete', key: op.key, delayMs: key.delayedRedeleteMs, path: key.path, version });
+          ops.push({
+            kind: 'redelete',
+            key: op.key,
+            delayMs: key.delayedRedeleteMs,
+            path: key.path,
+            version,
+          });
         }
       }
     }
@@ -70,7 +90,13 @@ function planKey(event: ChangeEvent, key: CompiledKey, version: Version, random:
   return ops;
 }
 
-function writeOp(redisKey: string, row: Row, key: CompiledKey, version: Version, random: () => number): CacheOp {
+function writeOp(
+  redisKey: string,
+  row: Row,
+  key: CompiledKey,
+  version: Version,
+  random: () => number,
+): CacheOp {
   const columns = key.columns ?? Object.keys(row);
   const ttlMs = key.ttlMs === undefined ? undefined : jitter(key.ttlMs, key.ttlJitter, random);
   const picked: Record<string, unknown> = {};
@@ -86,7 +112,7 @@ function writeOp(redisKey: string, row: Row, key: CompiledKey, version: Version,
   const fields: Record<string, string> = {};
   for (const [column, value] of Object.entries(picked)) {
     if (value === null || value === undefined) continue;
-    fields[column] = typeof value === 'object' ? JSON.stringify(value) : String(value as string | number | boolean);
+    fields[column] = valueText(value);
   }
   return { kind: 'hash', key: redisKey, fields, ttlMs, path: key.path, version };
 }

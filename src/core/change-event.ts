@@ -1,4 +1,5 @@
 import type { Row } from './key-template.js';
+import { valueText } from './row-value.js';
 import { isVersion, type Version } from './version.js';
 
 /** c = insert, u = update, d = delete, t = truncate or drop of the whole table. */
@@ -37,7 +38,7 @@ export interface ChangeEvent {
 
 /** `<db>.<table>:<pk values joined by ':'>`, so one row's changes share a partition. */
 export function messageKey(event: Pick<ChangeEvent, 'db' | 'table' | 'pk'>): string {
-  const values = Object.values(event.pk).map((v) => (v === null || v === undefined ? '' : String(v)));
+  const values = Object.values(event.pk).map((v) => (v === null || v === undefined ? '' : valueText(v)));
   return values.length > 0 ? `${event.db}.${event.table}:${values.join(':')}` : `${event.db}.${event.table}`;
 }
 
@@ -59,8 +60,10 @@ export function decodeChangeEvent(value: Buffer | string | null): ChangeEvent {
   const e = parsed as Partial<ChangeEvent>;
   const isRow = (r: unknown) => r === null || (typeof r === 'object' && !Array.isArray(r));
   if (typeof e !== 'object' || e === null) throw new Error('message value is not a JSON object');
-  if (typeof e.op !== 'string' || !OPS.includes(e.op)) throw new Error(`op must be one of c, u, d, t; got ${String(e.op)}`);
-  if (typeof e.db !== 'string' || typeof e.table !== 'string') throw new Error('db and table must be strings');
+  if (typeof e.op !== 'string' || !OPS.includes(e.op))
+    throw new Error(`op must be one of c, u, d, t; got ${String(e.op)}`);
+  if (typeof e.db !== 'string' || typeof e.table !== 'string')
+    throw new Error('db and table must be strings');
   if (!isRow(e.before) || !isRow(e.after) || typeof e.pk !== 'object' || e.pk === null) {
     throw new Error('pk must be an object; before and after objects or null');
   }

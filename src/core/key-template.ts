@@ -82,7 +82,9 @@ export class KeyTemplate {
       } else if (typeof value === 'boolean') {
         out += value ? '1' : '0';
       } else {
-        throw new MessageError(`key "${this.source}": column "${part.column}" holds a ${typeof value}, not a scalar`);
+        throw new MessageError(
+          `key "${this.source}": column "${part.column}" holds a ${typeof value}, not a scalar`,
+        );
       }
     }
     return out;

@@ -12,7 +12,11 @@ export interface BackoffPolicy {
 }
 
 /** The delay before retry number `attempt` (1-based). */
-export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  policy: BackoffPolicy,
+  attempt: number,
+  random: () => number = Math.random,
+): number {
   const base = Math.min(policy.maxMs, policy.initialMs * (policy.factor ?? 2) ** Math.max(0, attempt - 1));
   const jitter = policy.jitter ?? 0.2;
   return Math.max(0, Math.round(base * (1 - jitter + random() * 2 * jitter)));
@@ -35,7 +39,11 @@ export interface RetryOptions {
 }
 
 /** Runs fn until it succeeds, a non-retriable error occurs, attempts run out or the caller aborts. */
-export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: BackoffPolicy, opts: RetryOptions = {}): Promise<T> {
+export async function retry<T>(
+  fn: (attempt: number) => Promise<T>,
+  policy: BackoffPolicy,
+  opts: RetryOptions = {},
+): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt);

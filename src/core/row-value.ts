@@ -8,7 +8,8 @@ export function normalizeValue(value: unknown): unknown {
   if (value === null || value === undefined) return null;
   if (Buffer.isBuffer(value)) return value.toString('base64');
   if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number' && !Number.isSafeInteger(value) && Number.isInteger(value)) return String(value);
+  if (typeof value === 'number' && !Number.isSafeInteger(value) && Number.isInteger(value))
+    return String(value);
   if (value instanceof Date) return value.toISOString();
   return value;
 }
@@ -17,4 +18,19 @@ export function normalizeRow(row: Readonly<Record<string, unknown>>): Row {
   const out: Record<string, unknown> = {};
   for (const [column, value] of Object.entries(row)) out[column] = normalizeValue(value);
   return out;
+}
+
+/** The text form of a row value: scalars as themselves, objects (JSON columns) as JSON. */
+export function valueText(value: unknown): string {
+  switch (typeof value) {
+    case 'string':
+      return value;
+    case 'number':
+    case 'bigint':
+      return value.toString();
+    case 'boolean':
+      return value ? '1' : '0';
+    default:
+      return JSON.stringify(value) ?? '';
+  }
 }

@@ -78,7 +78,9 @@ export async function checkKafka(config: KafkaConfig): Promise<Finding[]> {
     await admin.connect();
     const cluster = await admin.describeCluster();
     const topics = new Set(await admin.listTopics());
-    const findings: Finding[] = [{ ok: true, what: `Kafka at ${config.brokers.join(',')}: ${cluster.brokers.length} broker(s)` }];
+    const findings: Finding[] = [
+      { ok: true, what: `Kafka at ${config.brokers.join(',')}: ${cluster.brokers.length} broker(s)` },
+    ];
     for (const t of [config.topic, config.dlqTopic, config.checkpointTopic]) {
       findings.push(
         topics.has(t)

@@ -16,7 +16,12 @@ export interface HealthSource {
 export class HttpServer {
   private constructor(private readonly server: Server) {}
 
-  static async start(opts: { host: string; port: number; registry: Registry; health: HealthSource }): Promise<HttpServer> {
+  static async start(opts: {
+    host: string;
+    port: number;
+    registry: Registry;
+    health: HealthSource;
+  }): Promise<HttpServer> {
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -37,7 +42,9 @@ export class HttpServer {
           .end(JSON.stringify({ status: ok ? 'ok' : 'unavailable', components: opts.health.describe() }));
         return;
       }
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('not found: try /metrics, /healthz or /readyz\n');
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

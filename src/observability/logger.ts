@@ -20,14 +20,25 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     level: opts.level ?? 'info',
     base: { pid: process.pid },
     redact: {
-      paths: ['password', '*.password', '*.*.password', 'url', '*.url', 'config.source.password', 'config.redis.url'],
+      paths: [
+        'password',
+        '*.password',
+        '*.*.password',
+        'url',
+        '*.url',
+        'config.source.password',
+        'config.redis.url',
+      ],
       censor: '[redacted]',
     },
   };
   if (pretty) {
     return pino({
       ...base,
-      transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } },
+      transport: {
+        target: 'pino-pretty',
+        options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' },
+      },
     });
   }
   return opts.destination ? pino(base, opts.destination as pino.DestinationStream) : pino(base);

@@ -10,25 +10,87 @@ export class Metrics {
   readonly registry = new Registry();
 
   // tailer
-  readonly rowsRead = this.counter('cachesync_binlog_rows_read_total', 'Row changes read from the binlog', ['table', 'op']);
-  readonly sourceLag = this.gauge('cachesync_source_lag_seconds', 'Now minus the commit time of the last change read');
-  readonly binlogReconnects = this.counter('cachesync_binlog_reconnects_total', 'Times the binlog connection was re-opened');
-  readonly bufferedEvents = this.gauge('cachesync_tailer_buffered_events', 'Changes read and not yet acknowledged by Kafka');
-  readonly sourcePaused = this.gauge('cachesync_tailer_paused', '1 while binlog reading is paused for backpressure');
-  readonly publishBatches = this.counter('cachesync_publish_batches_total', 'Produce requests sent to Kafka', ['result']);
-  readonly publishBatchSize = this.histogram('cachesync_publish_batch_size', 'Messages per produce request', [], [1, 10, 50, 100, 250, 500, 1000, 2000, 5000]);
-  readonly publishLatency = this.histogram('cachesync_publish_latency_seconds', 'Produce request time, until acknowledged', [], LATENCY_BUCKETS);
-  readonly checkpointTimestamp = this.gauge('cachesync_checkpoint_timestamp_seconds', 'Commit time of the transaction the stored checkpoint points after');
-  readonly checkpointPosition = this.gauge('cachesync_checkpoint_position', 'Binlog file index and offset of the stored checkpoint', ['part']);
+  readonly rowsRead = this.counter('cachesync_binlog_rows_read_total', 'Row changes read from the binlog', [
+    'table',
+    'op',
+  ]);
+  readonly sourceLag = this.gauge(
+    'cachesync_source_lag_seconds',
+    'Now minus the commit time of the last change read',
+  );
+  readonly binlogReconnects = this.counter(
+    'cachesync_binlog_reconnects_total',
+    'Times the binlog connection was re-opened',
+  );
+  readonly bufferedEvents = this.gauge(
+    'cachesync_tailer_buffered_events',
+    'Changes read and not yet acknowledged by Kafka',
+  );
+  readonly sourcePaused = this.gauge(
+    'cachesync_tailer_paused',
+    '1 while binlog reading is paused for backpressure',
+  );
+  readonly publishBatches = this.counter(
+    'cachesync_publish_batches_total',
+    'Produce requests sent to Kafka',
+    ['result'],
+  );
+  readonly publishBatchSize = this.histogram(
+    'cachesync_publish_batch_size',
+    'Messages per produce request',
+    [],
+    [1, 10, 50, 100, 250, 500, 1000, 2000, 5000],
+  );
+  readonly publishLatency = this.histogram(
+    'cachesync_publish_latency_seconds',
+    'Produce request time, until acknowledged',
+    [],
+    LATENCY_BUCKETS,
+  );
+  readonly checkpointTimestamp = this.gauge(
+    'cachesync_checkpoint_timestamp_seconds',
+    'Commit time of the transaction the stored checkpoint points after',
+  );
+  readonly checkpointPosition = this.gauge(
+    'cachesync_checkpoint_position',
+    'Binlog file index and offset of the stored checkpoint',
+    ['part'],
+  );
 
   // consumer
-  readonly consumerLag = this.gauge('cachesync_consumer_lag_messages', 'High watermark minus the next offset to apply', ['partition']);
-  readonly changesApplied = this.counter('cachesync_changes_applied_total', 'Change events applied to Redis', ['table', 'op']);
-  readonly cacheOps = this.counter('cachesync_cache_operations_total', 'Cache operations by kind and result', ['kind', 'result']);
-  readonly staleSkipped = this.counter('cachesync_stale_changes_skipped_total', 'Writes skipped because Redis held a newer change', ['table']);
-  readonly retries = this.counter('cachesync_retries_total', 'Retries, by what was retried and why', ['stage', 'reason']);
-  readonly dlqMessages = this.counter('cachesync_dlq_messages_total', 'Messages written to the dead-letter topic', ['table', 'error_class']);
-  readonly redeletesPending = this.gauge('cachesync_redeletes_pending', 'Delayed deletes scheduled and not yet run');
+  readonly consumerLag = this.gauge(
+    'cachesync_consumer_lag_messages',
+    'High watermark minus the next offset to apply',
+    ['partition'],
+  );
+  readonly changesApplied = this.counter(
+    'cachesync_changes_applied_total',
+    'Change events applied to Redis',
+    ['table', 'op'],
+  );
+  readonly cacheOps = this.counter(
+    'cachesync_cache_operations_total',
+    'Cache operations by kind and result',
+    ['kind', 'result'],
+  );
+  readonly staleSkipped = this.counter(
+    'cachesync_stale_changes_skipped_total',
+    'Writes skipped because Redis held a newer change',
+    ['table'],
+  );
+  readonly retries = this.counter('cachesync_retries_total', 'Retries, by what was retried and why', [
+    'stage',
+    'reason',
+  ]);
+  readonly dlqMessages = this.counter(
+    'cachesync_dlq_messages_total',
+    'Messages written to the dead-letter topic',
+    ['table', 'error_class'],
+  );
+  readonly redeletesPending = this.gauge(
+    'cachesync_redeletes_pending',
+    'Delayed deletes scheduled and not yet run',
+  );
   readonly redeletesRun = this.counter('cachesync_redeletes_total', 'Delayed deletes run');
   readonly endToEnd = this.histogram(
     'cachesync_end_to_end_latency_seconds',
@@ -36,7 +98,10 @@ export class Metrics {
     [],
     LATENCY_BUCKETS,
   );
-  readonly consumerPaused = this.gauge('cachesync_consumer_paused', '1 while applying is paused by a Redis outage');
+  readonly consumerPaused = this.gauge(
+    'cachesync_consumer_paused',
+    '1 while applying is paused by a Redis outage',
+  );
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'cachesync_' });

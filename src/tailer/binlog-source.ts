@@ -127,7 +127,9 @@ export class BinlogSource {
   }
 
   private connection(): { pause(): void; resume(): void } | undefined {
-    return (this.zongji as unknown as { connection?: { pause(): void; resume(): void } }).connection ?? undefined;
+    return (
+      (this.zongji as unknown as { connection?: { pause(): void; resume(): void } }).connection ?? undefined
+    );
   }
 
   private handle(event: BinlogEvent): void {
@@ -136,7 +138,11 @@ export class BinlogSource {
       case 'tablemap': {
         const map = event as TableMapEvent;
         const names = map.columnNames;
-        if (map.primaryKey && names) this.primaryKeys.set(map.tableId, map.primaryKey.map((i) => names[i] ?? `@${i}`));
+        if (map.primaryKey && names)
+          this.primaryKeys.set(
+            map.tableId,
+            map.primaryKey.map((i) => names[i] ?? `@${i}`),
+          );
         return;
       }
       case 'writerows':
@@ -181,7 +187,10 @@ export class BinlogSource {
       const image = (before ?? after)!;
       const pk: Record<string, unknown> = {};
       for (const c of pkColumns) pk[c] = image[c] ?? null;
-      this.opts.onItem({ kind: 'change', event: { op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt } });
+      this.opts.onItem({
+        kind: 'change',
+        event: { op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt },
+      });
     }
   }
 
@@ -193,7 +202,16 @@ export class BinlogSource {
       if (!this.opts.tables.has(`${db}.${table}`)) continue;
       this.opts.onItem({
         kind: 'change',
-        event: { op: 't', db, table, pk: {}, before: null, after: null, source: this.source(event), ts_ms: readAt },
+        event: {
+          op: 't',
+          db,
+          table,
+          pk: {},
+          before: null,
+          after: null,
+          source: this.source(event),
+          ts_ms: readAt,
+        },
       });
     }
   }
@@ -231,7 +249,9 @@ export class BinlogSource {
 function startOptions(from: StartPosition | BinlogPosition): Record<string, unknown> {
   if ('file' in from) {
     // Resume: a GTID position survives failover and purged-file renames; file:pos otherwise.
-    return from.gtidSet !== undefined ? { gtidSet: from.gtidSet } : { filename: from.file, position: from.pos };
+    return from.gtidSet !== undefined
+      ? { gtidSet: from.gtidSet }
+      : { filename: from.file, position: from.pos };
   }
   switch (from.kind) {
     case 'end':

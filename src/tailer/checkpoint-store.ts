@@ -79,7 +79,10 @@ export class KafkaCheckpointStore implements CheckpointStore {
       this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
       await this.producer.connect();
     }
-    await this.producer.send({ topic: this.topic, messages: [{ key: KEY, value: JSON.stringify(checkpoint) }] });
+    await this.producer.send({
+      topic: this.topic,
+      messages: [{ key: KEY, value: JSON.stringify(checkpoint) }],
+    });
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,11 @@ import { splitTable } from './binlog-source.js';
 /** Required server settings: variable, wanted value, why. */
 const REQUIRED_SETTINGS: [string, string, string][] = [
   ['log_bin', '1', 'the binlog must be on: start the server with --log-bin'],
-  ['binlog_format', 'ROW', 'row changes are only in the binlog with ROW: SET GLOBAL binlog_format=ROW and in my.cnf'],
+  [
+    'binlog_format',
+    'ROW',
+    'row changes are only in the binlog with ROW: SET GLOBAL binlog_format=ROW and in my.cnf',
+  ],
   ['binlog_row_image', 'FULL', 'refresh needs whole rows: SET GLOBAL binlog_row_image=FULL and in my.cnf'],
   [
     'binlog_row_metadata',
@@ -38,6 +42,23 @@ export async function checkSource(config: Pick<CompiledConfig, 'source' | 'mappi
   }
 }
 
+/**
+ * The mapping problems `run` refuses to start with (a missing table, a key naming no column), as
+ * config errors naming their paths. Connection failures propagate as they are.
+ */
+export async function mappingProblems(
+  config: Pick<CompiledConfig, 'source' | 'mappings'>,
+): Promise<string[]> {
+  const { host, port, user, password, connectTimeoutMs } = config.source;
+  const conn = await mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+  try {
+    const findings = await checkTables(conn, config.mappings);
+    return findings.filter((f) => !f.ok).map((f) => `${f.what}: ${f.why ?? ''}`);
+  } finally {
+    await conn.end().catch(() => undefined);
+  }
+}
+
 async function checkSettings(conn: mysql.Connection, replicaServerId: number): Promise<Finding[]> {
   const [[version]] = await conn.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v, @@server_id AS id');
   const findings: Finding[] = [{ ok: true, what: `connected to ${String(version?.v)}` }];
@@ -47,21 +68,31 @@ async function checkSettings(conn: mysql.Connection, replicaServerId: number): P
       const [[row]] = await conn.query<mysql.RowDataPacket[]>(`SELECT @@GLOBAL.${name} AS v`);
       value = String(row?.v);
     } catch {
-      findings.push(fail(`${name} = ${wanted}`, `the server has no ${name}: cachesync needs MySQL 8 or MariaDB 10.5+`));
+      findings.push(
+        fail(`${name} = ${wanted}`, `the server has no ${name}: cachesync needs MySQL 8 or MariaDB 10.5+`),
+      );
       continue;
     }
     if (value.toUpperCase() === wanted) findings.push({ ok: true, what: `${name} = ${wanted}` });
     else findings.push(fail(`${name} = ${wanted}`, `it is ${value}; ${fix}`));
   }
   if (Number(version?.id) === replicaServerId) {
-    findings.push(fail('source.serverId differs from the server\'s own server_id', `both are ${replicaServerId}; pick another source.serverId`));
+    findings.push(
+      fail(
+        "source.serverId differs from the server's own server_id",
+        `both are ${replicaServerId}; pick another source.serverId`,
+      ),
+    );
   }
   return findings;
 }
 
 async function checkGrants(conn: mysql.Connection): Promise<Finding[]> {
   const [rows] = await conn.query<mysql.RowDataPacket[]>('SHOW GRANTS FOR CURRENT_USER()');
-  const grants = rows.map((r) => String(Object.values(r)[0])).join('\n').toUpperCase();
+  const grants = rows
+    .map((r) => String(Object.values(r)[0]))
+    .join('\n')
+    .toUpperCase();
   const global = grants
     .split('\n')
     .filter((g) => / ON \*\.\* TO /.test(g))
@@ -74,7 +105,10 @@ async function checkGrants(conn: mysql.Connection): Promise<Finding[]> {
   const findings: Finding[] = wanted.map(([name, aliases]) =>
     aliases.some((a) => has(global, a))
       ? { ok: true, what: `grant ${name}` }
-      : fail(`grant ${name}`, `the user lacks it: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO <user>`),
+      : fail(
+          `grant ${name}`,
+          `the user lacks it: GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO <user>`,
+        ),
   );
   // SELECT may be granted globally or per database; the table checks below prove it per table.
   return findings;
@@ -90,20 +124,29 @@ async function checkTables(conn: mysql.Connection, mappings: CompiledConfig['map
     );
     if (rows.length === 0) {
       findings.push(
-        fail(`mappings[${i}].table ${mapping.table} exists`, 'no such table, or the user has no SELECT on it'),
+        fail(
+          `mappings[${i}].table ${mapping.table} exists`,
+          'no such table, or the user has no SELECT on it',
+        ),
       );
       continue;
     }
     const columns = new Set(rows.map((r) => String(r.name)));
     const missing: string[] = [];
     for (const [j, key] of mapping.keys.entries()) {
-      for (const c of key.template.columns) if (!columns.has(c)) missing.push(`mappings[${i}].keys[${j}].key: {${c}}`);
-      for (const c of key.columns ?? []) if (!columns.has(c)) missing.push(`mappings[${i}].keys[${j}].columns: ${c}`);
+      for (const c of key.template.columns)
+        if (!columns.has(c)) missing.push(`mappings[${i}].keys[${j}].key: {${c}}`);
+      for (const c of key.columns ?? [])
+        if (!columns.has(c)) missing.push(`mappings[${i}].keys[${j}].columns: ${c}`);
     }
-    for (const c of mapping.onlyWhenChanged ?? []) if (!columns.has(c)) missing.push(`mappings[${i}].onlyWhenChanged: ${c}`);
+    for (const c of mapping.onlyWhenChanged ?? [])
+      if (!columns.has(c)) missing.push(`mappings[${i}].onlyWhenChanged: ${c}`);
     if (missing.length > 0) {
       findings.push(
-        fail(`columns of ${mapping.table}`, `no such column for ${missing.join(', ')}; it has ${[...columns].join(', ')}`),
+        fail(
+          `columns of ${mapping.table}`,
+          `no such column for ${missing.join(', ')}; it has ${[...columns].join(', ')}`,
+        ),
       );
     } else {
       findings.push({ ok: true, what: `table ${mapping.table} and its mapped columns` });

@@ -12,7 +12,8 @@ import type { Metrics } from '../observability/metrics.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
-export type TailerState = 'starting' | 'streaming' | 'paused' | 'reconnecting' | 'stopping' | 'stopped' | 'failed';
+export type TailerState =
+  'starting' | 'streaming' | 'paused' | 'reconnecting' | 'stopping' | 'stopped' | 'failed';
 
 /** The binlog position a stored checkpoint needs is gone from the server: resuming would skip changes. */
 export class BinlogPurgedError extends CachesyncError {
@@ -60,7 +61,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private savedVersion: string | undefined;
   private reconnecting: Promise<void> | undefined;
   /** A fatal error from a reconnect, surfaced by the publish loop. */
-  private fatal: unknown;
+  private fatal: Error | undefined;
   /** Set when close() ran out of grace: in-flight sends stop retrying. */
   private abandoned = false;
   private runPromise: Promise<void> | undefined;
@@ -87,7 +88,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   static async create(opts: TailerOptions): Promise<Tailer> {
     const kafka = opts.kafka ?? createKafka(opts.config.kafka, opts.logger, '-tailer');
     await ensureTopics(kafka, opts.config.kafka);
-    const checkpoints = opts.checkpoints ?? new KafkaCheckpointStore(kafka, opts.config.kafka.checkpointTopic);
+    const checkpoints =
+      opts.checkpoints ?? new KafkaCheckpointStore(kafka, opts.config.kafka.checkpointTopic);
     const checkpoint = await checkpoints.load();
     const partitions = await partitionCount(kafka, opts.config.kafka.topic);
     const producer = kafka.producer({
@@ -182,7 +184,9 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         }
         this.source = source;
         this.log.info({ from: describePosition(this.resumeFrom) }, 'reading the binlog');
-        this.setState(this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming');
+        this.setState(
+          this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming',
+        );
         if (this.state_ === 'paused') source.pause();
       },
       this.backoff,
@@ -207,7 +211,10 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
 
   private onSourceError(source: BinlogSource, err: Error): void {
     if (this.closing || source !== this.source || this.reconnecting) return;
-    this.log.warn({ err: err.message, from: describePosition(this.resumeFrom) }, 'binlog stream broke; reconnecting');
+    this.log.warn(
+      { err: err.message, from: describePosition(this.resumeFrom) },
+      'binlog stream broke; reconnecting',
+    );
     this.setState('reconnecting');
     this.reconnecting = (async () => {
       this.source = undefined;
@@ -218,7 +225,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       await this.connect();
     })()
       .catch((fatal: unknown) => {
-        this.fatal = fatal;
+        this.fatal = fatal instanceof Error ? fatal : new Error(String(fatal));
         this.wake?.();
       })
       .finally(() => {
@@ -334,7 +341,10 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         aborted: () => this.abandoned,
         onRetry: (err, attempt, delayMs) => {
           this.opts.metrics.retries.inc({ stage: 'publish', reason: 'kafka' });
-          this.log.warn({ err: errorText(err), attempt, delayMs, messages: messages.length }, 'publish failed; retrying');
+          this.log.warn(
+            { err: errorText(err), attempt, delayMs, messages: messages.length },
+            'publish failed; retrying',
+          );
         },
       },
     );

@@ -48,7 +48,13 @@ export class Pipeline {
     const db = uniqueName('cs');
     const p = `${uniqueName('t')}:`;
     const topic = `${db}.changes`;
-    const sql = await mysql.createConnection({ ...endpoints.mysql, multipleStatements: true, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
+    const sql = await mysql.createConnection({
+      ...endpoints.mysql,
+      multipleStatements: true,
+      dateStrings: true,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+    });
     await sql.query(`CREATE DATABASE ${db}`);
     for (const ddl of opts.tables) await sql.query(ddl.replaceAll('{db}', db));
     const dir = join(REPO_ROOT, '.stack', 'test', 'configs');
@@ -93,7 +99,11 @@ export class Pipeline {
   async start(role: Role = 'all'): Promise<Runtime> {
     const runtime = await Runtime.start(this.config, {
       role,
-      logger: process.env.CACHESYNC_TEST_LOG ? (await import('../../src/observability/logger.js')).createLogger({ level: process.env.CACHESYNC_TEST_LOG }) : silentLogger(),
+      logger: process.env.CACHESYNC_TEST_LOG
+        ? (await import('../../src/observability/logger.js')).createLogger({
+            level: process.env.CACHESYNC_TEST_LOG,
+          })
+        : silentLogger(),
       metrics: new Metrics({ defaultMetrics: false }),
       graceMs: 10_000,
     });
@@ -103,11 +113,16 @@ export class Pipeline {
 
   /** Starts `cachesync <args> -c <config>` as a real process. */
   spawn(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...args, '-c', this.configFile], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const withConfig = args.includes('-c') ? args : [...args, '-c', this.configFile];
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli.ts'), ...withConfig],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     this.children.push(child);
     return child;
   }
@@ -122,7 +137,12 @@ export class Pipeline {
     const out: Record<string, unknown> = {};
     for (const key of await this.keys()) {
       const type = await this.redis.type(key);
-      out[key] = type === 'hash' ? await this.redis.hgetall(key) : type === 'string' ? await this.redis.get(key) : `<${type}>`;
+      out[key] =
+        type === 'hash'
+          ? await this.redis.hgetall(key)
+          : type === 'string'
+            ? await this.redis.get(key)
+            : `<${type}>`;
     }
     return out;
   }
@@ -133,7 +153,8 @@ export class Pipeline {
 
   async cleanup(): Promise<void> {
     for (const runtime of this.runtimes) await runtime.stop();
-    for (const child of this.children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const child of this.children)
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     const keys = await this.redis.keys(`${this.p}*`);
     const meta = await this.redis.keys(`cachesync:v:*${this.p}*`);
     if (keys.length + meta.length > 0) await this.redis.del(...keys, ...meta);
@@ -151,11 +172,16 @@ export class Pipeline {
 }
 
 /** Polls until check() returns a value that passes, failing with the last value seen. */
-export async function eventually<T>(check: () => Promise<T>, pass: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T>,
+  pass: (value: T) => boolean,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T = await check();
   while (!pass(last)) {
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms; last value: ${JSON.stringify(last)}`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met in ${timeoutMs} ms; last value: ${JSON.stringify(last)}`);
     await sleep(100);
     last = await check();
   }
@@ -164,7 +190,11 @@ export async function eventually<T>(check: () => Promise<T>, pass: (value: T) =>
 
 /** Waits until the runtime reports ready (streaming). */
 export async function ready(runtime: Runtime, timeoutMs = 60_000): Promise<void> {
-  await eventually(() => Promise.resolve(runtime.health.ready()), (r) => r, timeoutMs);
+  await eventually(
+    () => Promise.resolve(runtime.health.ready()),
+    (r) => r,
+    timeoutMs,
+  );
 }
 
 /** Change events of a table the runtime has applied, from its metrics (as an operator would read them). */

@@ -9,15 +9,35 @@ import { makeVersion } from '../../src/core/version.js';
 const V = makeVersion('binlog.000001', 100, 0);
 
 function key(template: string, extra: Partial<CompiledKey> = {}): CompiledKey {
-  return { path: 'mappings[0].keys[0]', template: KeyTemplate.parse(template), action: 'invalidate', format: 'json', ttlJitter: 0, ...extra };
+  return {
+    path: 'mappings[0].keys[0]',
+    template: KeyTemplate.parse(template),
+    action: 'invalidate',
+    format: 'json',
+    ttlJitter: 0,
+    ...extra,
+  };
 }
 
 function mapping(keys: CompiledKey[], extra: Partial<CompiledMapping> = {}): CompiledMapping {
   return { table: 'shop.users', db: 'shop', name: 'users', keys, ...extra };
 }
 
-function change(op: ChangeEvent['op'], before: ChangeEvent['before'], after: ChangeEvent['after']): ChangeEvent {
-  return { op, db: 'shop', table: 'users', pk: { id: 1 }, before, after, source: { file: 'binlog.000001', pos: 100, ts_ms: 0, version: V }, ts_ms: 0 };
+function change(
+  op: ChangeEvent['op'],
+  before: ChangeEvent['before'],
+  after: ChangeEvent['after'],
+): ChangeEvent {
+  return {
+    op,
+    db: 'shop',
+    table: 'users',
+    pk: { id: 1 },
+    before,
+    after,
+    source: { file: 'binlog.000001', pos: 100, ts_ms: 0, version: V },
+    ts_ms: 0,
+  };
 }
 
 const row = { id: 1, email: 'a@x', name: 'Ann', balance: '10.50' };
@@ -38,11 +58,16 @@ describe('planCacheOps: invalidate', () => {
   });
 
   it('delete deletes the keys of the before image', () => {
-    expect(planCacheOps(change('d', row, null), m).map((o) => 'key' in o && o.key)).toEqual(['user:1', 'user:email:a@x']);
+    expect(planCacheOps(change('d', row, null), m).map((o) => 'key' in o && o.key)).toEqual([
+      'user:1',
+      'user:email:a@x',
+    ]);
   });
 
   it('a NULL placeholder renders no key', () => {
-    expect(planCacheOps(change('c', null, { ...row, email: null }), m).map((o) => 'key' in o && o.key)).toEqual(['user:1']);
+    expect(
+      planCacheOps(change('c', null, { ...row, email: null }), m).map((o) => 'key' in o && o.key),
+    ).toEqual(['user:1']);
   });
 
   it('truncate deletes every key of every template', () => {
@@ -58,13 +83,22 @@ describe('planCacheOps: refresh', () => {
   it('insert writes the selected columns as JSON, with the change version', () => {
     const m = mapping([key('user:{id}', { action: 'refresh', columns: ['id', 'email', 'balance'] })]);
     const [op] = planCacheOps(change('c', null, row), m);
-    expect(op).toMatchObject({ kind: 'set', key: 'user:1', value: '{"id":1,"email":"a@x","balance":"10.50"}', version: V });
+    expect(op).toMatchObject({
+      kind: 'set',
+      key: 'user:1',
+      value: '{"id":1,"email":"a@x","balance":"10.50"}',
+      version: V,
+    });
   });
 
   it('writes every column when none are listed, and a hash without NULL fields', () => {
     const m = mapping([key('user:{id}', { action: 'refresh', format: 'hash' })]);
     const [op] = planCacheOps(change('c', null, { ...row, name: null, meta: { a: [1] } }), m);
-    expect(op).toMatchObject({ kind: 'hash', key: 'user:1', fields: { id: '1', email: 'a@x', balance: '10.50', meta: '{"a":[1]}' } });
+    expect(op).toMatchObject({
+      kind: 'hash',
+      key: 'user:1',
+      fields: { id: '1', email: 'a@x', balance: '10.50', meta: '{"a":[1]}' },
+    });
     expect(op && 'fields' in op && 'name' in op.fields).toBe(false);
   });
 
@@ -82,7 +116,7 @@ describe('planCacheOps: refresh', () => {
     expect(planCacheOps(change('d', row, null), m)).toMatchObject([{ kind: 'del', key: 'user:1' }]);
   });
 
-  it('a column the mapping needs but the row lacks is the message\'s fault', () => {
+  it("a column the mapping needs but the row lacks is the message's fault", () => {
     const m = mapping([key('user:{id}', { action: 'refresh', columns: ['id', 'missing'] })]);
     expect(() => planCacheOps(change('c', null, row), m)).toThrow(MessageError);
   });
@@ -90,7 +124,9 @@ describe('planCacheOps: refresh', () => {
   it('applies the TTL with jitter', () => {
     const m = mapping([key('user:{id}', { action: 'refresh', ttlMs: 1000, ttlJitter: 0.1 })]);
     expect(planCacheOps(change('c', null, row), m, { random: () => 0 })[0]).toMatchObject({ ttlMs: 900 });
-    expect(planCacheOps(change('c', null, row), m, { random: () => 0.999999 })[0]).toMatchObject({ ttlMs: 1100 });
+    expect(planCacheOps(change('c', null, row), m, { random: () => 0.999999 })[0]).toMatchObject({
+      ttlMs: 1100,
+    });
   });
 });
 
