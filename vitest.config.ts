@@ -5,6 +5,7 @@ export default defineConfig({
     // One stack of real servers is shared by the integration files: run files one at a time, each
     // with its own database, topics and key prefix.
     fileParallelism: false,
+    env: { KAFKAJS_NO_PARTITIONER_WARNING: '1' },
     projects: [
       {
         test: {

@@ -10,6 +10,19 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
+/**
+ * kafkajs logs these at warn or error while it retries them itself (a broker starting, a group
+ * coordinator moving), or about choices made here on purpose; they are noise to an operator.
+ */
+const ROUTINE = [
+  /coordinator is loading/i,
+  /group coordinator is not available/i,
+  /not the correct coordinator/i,
+  /leadership election/i,
+  /Limiting retries for the idempotent producer/,
+  /switched default partitioner/,
+];
+
 /** A kafkajs client whose log lines go through our logger (warn and up). */
 export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix = ''): Kafka {
   const log = logger.child({ component: 'kafkajs' });
@@ -21,7 +34,9 @@ export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix 
       () =>
       ({ level, log: entry }: LogEntry) => {
         const { message, ...context } = entry;
-        log[LEVELS[level] ?? 'info'](context, message);
+        const text = `${message} ${String(context.error ?? '')}`;
+        const routine = ROUTINE.some((r) => r.test(text));
+        log[routine ? 'debug' : (LEVELS[level] ?? 'info')](context, message);
       },
     retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 10_000 },
   });

@@ -27,7 +27,10 @@ describe('several consumer processes share the partitions', () => {
   it('two consumer processes split the partitions and every change lands once, in order', async () => {
     const tailer = await pipeline.start('tailer');
     await ready(tailer);
-    const consumers = [pipeline.spawn(['run', '--role', 'consumer']), pipeline.spawn(['run', '--role', 'consumer'])];
+    const consumers = [
+      pipeline.spawn(['run', '--role', 'consumer']),
+      pipeline.spawn(['run', '--role', 'consumer']),
+    ];
     const admin = pipeline.kafka().admin();
     await admin.connect();
     try {
@@ -52,7 +55,10 @@ describe('several consumer processes share the partitions', () => {
     const { sql, db, redis, p } = pipeline;
     // Many changes per row, so order matters: the last one must win everywhere.
     for (let round = 0; round < 5; round++) {
-      const values = Array.from({ length: 200 }, (_, i) => `(${i}, 'owner${(i + round) % 50}', ${round * 1000 + i})`);
+      const values = Array.from(
+        { length: 200 },
+        (_, i) => `(${i}, 'owner${(i + round) % 50}', ${round * 1000 + i})`,
+      );
       await sql.query(
         `INSERT INTO ${db}.accounts VALUES ${values.join(',')} ON DUPLICATE KEY UPDATE owner = VALUES(owner), balance = VALUES(balance)`,
       );
@@ -60,12 +66,22 @@ describe('several consumer processes share the partitions', () => {
     await sql.query(`DELETE FROM ${db}.accounts WHERE id % 10 = 0`);
     await sql.query(`INSERT INTO ${db}.accounts VALUES (1000, 'last', 1)`);
 
-    const [rows] = await sql.query<mysql.RowDataPacket[]>(`SELECT id, owner, balance FROM ${db}.accounts ORDER BY id`);
+    const [rows] = await sql.query<mysql.RowDataPacket[]>(
+      `SELECT id, owner, balance FROM ${db}.accounts ORDER BY id`,
+    );
     const expected: Record<string, string> = {};
     for (const r of rows) {
-      expected[`${p}acct:${String(r.id)}`] = JSON.stringify({ id: r.id as number, owner: r.owner as string, balance: r.balance as string });
+      expected[`${p}acct:${String(r.id)}`] = JSON.stringify({
+        id: r.id as number,
+        owner: r.owner as string,
+        balance: r.balance as string,
+      });
     }
-    await eventually(() => redis.exists(`${p}acct:1000`), (n) => n === 1, 60_000);
+    await eventually(
+      () => redis.exists(`${p}acct:1000`),
+      (n) => n === 1,
+      60_000,
+    );
     const actual: Record<string, string | null> = {};
     const keys = (await pipeline.keys()).filter((k) => k.startsWith(`${p}acct:`));
     for (const key of keys) actual[key] = await redis.get(key);
