@@ -13,8 +13,8 @@ export interface BulkInsertOptions {
   metrics: Metrics;
   /** `db.table`, empty; its rows get ids 1..rows. */
   table: string;
-  /** The Redis key the mapping renders for a row id. */
-  keyOf: (id: number) => string;
+  /** The mapping renders a row's key as this prefix followed by its id. */
+  keyPrefix: string;
   rows: number;
   /** Rows per INSERT statement; each statement is its own transaction. */
   rowsPerStatement: number;
@@ -171,13 +171,13 @@ async function verifyKeys(opts: BulkInsertOptions): Promise<BulkInsertResult['ve
   const want = Math.min(opts.rows, opts.sampleSize ?? 1000);
   while (ids.size < want) ids.add(1 + Math.floor(Math.random() * opts.rows));
   const sample = [...ids];
-  const values = await opts.redis.mget(sample.map(opts.keyOf));
+  const values = await opts.redis.mget(sample.map((id) => `${opts.keyPrefix}${id}`));
   let sampleMatching = 0;
   values.forEach((value, i) => {
     if (value !== null && holdsRow(value, sample[i]!)) sampleMatching++;
   });
 
-  const pattern = opts.keyOf(0).replace(/0$/, '*');
+  const pattern = `${opts.keyPrefix}*`;
   let keysInRedis = 0;
   let cursor = '0';
   do {

@@ -123,6 +123,24 @@ describe('cachesync command line against real servers', () => {
     expect(code).toBe(2);
   });
 
+  it('run refuses an unknown key and a bad duration with exit 2, naming each path', async () => {
+    const file = configWith(
+      [
+        '  - table: {db}.users',
+        '    keys:',
+        '      - key: "x:{id}"',
+        '        action: invalidate',
+        '        delayedRedelete: 5 seconds',
+        '        tll: 1h',
+        '',
+      ].join('\n'),
+    );
+    const { code, err } = await finish(pipeline.spawn(['run', '-c', file]));
+    expect(err).toMatch(/mappings\[0\]\.keys\[0\]\.delayedRedelete: .*5 seconds/);
+    expect(err).toMatch(/mappings\[0\]\.keys\[0\]\.tll: unknown key \(did you mean ttl\?\)/);
+    expect(code).toBe(2);
+  });
+
   it('run streams changes, and SIGTERM drains and exits 0', async () => {
     const child = pipeline.spawn(['run']);
     const done = finish(child, 90_000);
