@@ -71,15 +71,9 @@ export async function runBulkInsert(opts: BulkInsertOptions): Promise<BulkInsert
   const watched = watch(opts, base, started, state);
   // Its rejection is awaited below; until then it must not count as unhandled.
   watched.catch(() => undefined);
-  let statements = 0;
+  let statements: number;
   try {
-    for (let first = 1; first <= rows; first += rowsPerStatement) {
-      const last = Math.min(rows, first + rowsPerStatement - 1);
-      await opts.sql.beginTransaction();
-      await opts.sql.query(insertStatement(opts.table, first, last));
-      await opts.sql.commit();
-      statements++;
-    }
+    ({ statements } = await insertRows(opts.sql, opts.table, rows, rowsPerStatement));
   } catch (err) {
     state.aborted = true;
     throw err;
@@ -112,13 +106,31 @@ export function rowValues(id: number): { name: string; price: string } {
   return { name: `item-${id}`, price: `${Math.floor(id / 100)}.${String(id % 100).padStart(2, '0')}` };
 }
 
-function insertStatement(table: string, first: number, last: number): string {
-  const tuples: string[] = [];
-  for (let id = first; id <= last; id++) {
-    const { name, price } = rowValues(id);
-    tuples.push(`(${id},'${name}',${price},NOW(6))`);
+/**
+ * Inserts rows with ids 1..rows in multi-row INSERTs of `rowsPerStatement` rows, each statement in
+ * its own transaction, one after another on one connection.
+ */
+export async function insertRows(
+  sql: mysql.Connection,
+  table: string,
+  rows: number,
+  rowsPerStatement: number,
+): Promise<{ statements: number; seconds: number }> {
+  const started = performance.now();
+  let statements = 0;
+  for (let first = 1; first <= rows; first += rowsPerStatement) {
+    const last = Math.min(rows, first + rowsPerStatement - 1);
+    const tuples: string[] = [];
+    for (let id = first; id <= last; id++) {
+      const { name, price } = rowValues(id);
+      tuples.push(`(${id},'${name}',${price},NOW(6))`);
+    }
+    await sql.beginTransaction();
+    await sql.query(`INSERT INTO ${table} (id, name, price, updated_at) VALUES ${tuples.join(',')}`);
+    await sql.commit();
+    statements++;
   }
-  return `INSERT INTO ${table} (id, name, price, updated_at) VALUES ${tuples.join(',')}`;
+  return { statements, seconds: (performance.now() - started) / 1000 };
 }
 
 interface WatchState {
@@ -151,7 +163,9 @@ async function watch(
     }
     if (now - lastReport >= PROGRESS_EVERY_MS) {
       lastReport = now;
-      opts.progress(`${((now - started) / 1000).toFixed(0)} s: read ${read}, applied ${applied} of ${opts.rows}`);
+      opts.progress(
+        `${((now - started) / 1000).toFixed(0)} s: read ${read}, applied ${applied} of ${opts.rows}`,
+      );
     }
     const quietSince = Math.max(progressAt, state.insertsDoneAt ?? now);
     if (state.insertsDoneAt !== undefined && now - quietSince > stallMs) {
@@ -197,9 +211,7 @@ function holdsRow(json: string, id: number): boolean {
   try {
     const value = JSON.parse(json) as Record<string, unknown>;
     const expected = rowValues(id);
-    return (
-      String(value.id) === String(id) && value.name === expected.name && value.price === expected.price
-    );
+    return String(value.id) === String(id) && value.name === expected.name && value.price === expected.price;
   } catch {
     return false;
   }

@@ -1,4 +1,5 @@
 import type { BulkInsertResult } from './bulk-insert.js';
+import type { PhaseUsage } from './process-sampler.js';
 import type { HistogramSnapshot, Summary } from './stats.js';
 import type { SteadyUpdatesResult } from './steady-updates.js';
 
@@ -19,12 +20,15 @@ export interface BenchReport {
     tailerLingerMs: number;
     consumerPartitionsConcurrently: number;
   };
+  /** The same INSERTs into an unmapped table before cachesync started: the database alone. */
+  baselineInsert: { statements: number; seconds: number; rowsPerSecond: number };
   bulkInsert: BulkInsertResult;
   steadyUpdates: SteadyUpdatesResult;
-  memory: {
-    /** Peak resident set size of this process (bench plus the in-process runtime), bytes. */
+  /** This node process: the bench and the in-process runtime together. */
+  process: {
+    /** Peak resident set size, bytes, sampled every 100 ms. */
     peakRssBytes: number;
-    peakRssBytesByPhase: Record<string, number>;
+    phases: Record<string, PhaseUsage>;
   };
   /** True when every row reached Redis: all keys present, every update seen. */
   ok: boolean;
@@ -36,7 +40,8 @@ const LABEL = 30;
 export function formatText(r: BenchReport): string {
   const { environment: env, pipeline: p, bulkInsert: a, steadyUpdates: b } = r;
   const lines: string[] = [];
-  const row = (label: string, ...cells: string[]) => lines.push(`  ${label.padEnd(LABEL)}${cells.join('  ')}`);
+  const row = (label: string, ...cells: string[]) =>
+    lines.push(`  ${label.padEnd(LABEL)}${cells.join('  ')}`);
   const blank = () => lines.push('');
 
   lines.push('cachesync pipeline benchmark');
@@ -59,9 +64,19 @@ export function formatText(r: BenchReport): string {
       `(${a.statements} statements)`,
   );
   row('database insert', seconds(a.dbSeconds), rate(a.dbRowsPerSecond));
+  row(
+    '  same, cachesync not running',
+    seconds(r.baselineInsert.seconds),
+    rate(r.baselineInsert.rowsPerSecond),
+    '(unmapped table, before start)',
+  );
   row('binlog read (all rows)', seconds(a.binlogReadSeconds), rate(a.rows / a.binlogReadSeconds));
   row('end to end (all keys in Redis)', seconds(a.endToEndSeconds), rate(a.endToEndRowsPerSecond));
-  row('produce requests', `${a.publishRequests}`, `${a.meanMessagesPerRequest.toFixed(0)} messages each`);
+  row(
+    'produce requests',
+    String(a.publishRequests).padStart(10),
+    `${a.meanMessagesPerRequest.toFixed(0)} msgs each`.padStart(14),
+  );
   row(
     'verified',
     `${a.verify.sampleMatching}/${a.verify.sampled} sampled keys hold their row, ` +
@@ -75,16 +90,15 @@ export function formatText(r: BenchReport): string {
     `${b.issued} issued at ${b.achievedRate.toFixed(1)}/s; ${b.failed} failed, ${b.skipped} skipped, ` +
       `${b.missing} never seen in Redis`,
   );
-  row('latency, ms', ...['count', 'p50', 'p90', 'p99', 'max'].map((h) => h.padStart(8)));
+  row('latency, ms', ...['count', 'p50', 'p90', 'p99', 'max', 'mean'].map((c) => c.padStart(8)));
   row('UPDATE sent -> commit reply', ...summaryCells(b.commitMs));
   row('commit reply -> key in Redis', ...summaryCells(b.commitToRedisMs));
   const h = b.runtimeEndToEnd;
+  const highest = h.count > 0 ? h.buckets.find((bucket) => bucket.count >= h.count)?.le : undefined;
   row(
     'runtime end-to-end histogram',
-    String(h.count).padStart(8),
-    ...[h.p50, h.p90, h.p99].map((v) => bound(v).padStart(8)),
-    'mean'.padStart(8),
-    h.count > 0 ? ms((h.sum / h.count) * 1000) : '-',
+    ...[String(h.count), ...[h.p50, h.p90, h.p99, highest].map(bound)].map((c) => c.padStart(8)),
+    (h.count > 0 ? ms((h.sum / h.count) * 1000) : '-').padStart(8),
   );
   row('  (binlog read -> applied)', `${bucketLine(h)}`);
   if (b.seenBeforeCommitReply > 0) {
@@ -92,11 +106,21 @@ export function formatText(r: BenchReport): string {
   }
   blank();
 
-  lines.push('memory');
-  const phases = Object.entries(r.memory.peakRssBytesByPhase)
-    .map(([phase, bytes]) => `${phase} ${mb(bytes)}`)
-    .join(', ');
-  row('peak RSS', mb(r.memory.peakRssBytes), `(${phases})`);
+  lines.push('process (bench and cachesync share one node process and event loop)');
+  row('phase', ...['wall s', 'CPU s', 'peak RSS', 'loop delay p99', 'max ms'].map((c) => c.padStart(10)));
+  for (const [phase, u] of Object.entries(r.process.phases)) {
+    row(
+      phase,
+      ...[
+        u.wallSeconds.toFixed(1),
+        u.cpuSeconds.toFixed(1),
+        mb(u.peakRssBytes),
+        ms(u.eventLoopDelayMs.p99),
+        ms(u.eventLoopDelayMs.max),
+      ].map((c) => c.padStart(10)),
+    );
+  }
+  row('peak RSS, whole run', mb(r.process.peakRssBytes));
   blank();
   lines.push(r.ok ? 'result: ok' : 'result: FAILED (see the MISMATCH or missing counts above)');
   return lines.join('\n');
@@ -104,7 +128,7 @@ export function formatText(r: BenchReport): string {
 
 function summaryCells(s: Summary | undefined): string[] {
   if (!s) return ['0'.padStart(8)];
-  return [String(s.count), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max)].map((c) => c.padStart(8));
+  return [String(s.count), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), ms(s.mean)].map((c) => c.padStart(8));
 }
 
 /** The histogram's non-empty buckets, as `<=5ms: 12`. */

@@ -55,7 +55,11 @@ export interface SteadyUpdatesResult {
   /** COMMIT returned until Redis notified the SET of the key with the new value, ms. */
   commitToRedisMs: Summary | undefined;
   /** The runtime's own end-to-end histogram (binlog read to applied) over this workload. */
-  runtimeEndToEnd: HistogramSnapshot & { p50: number | undefined; p90: number | undefined; p99: number | undefined };
+  runtimeEndToEnd: HistogramSnapshot & {
+    p50: number | undefined;
+    p90: number | undefined;
+    p99: number | undefined;
+  };
 }
 
 interface InFlight {
@@ -112,18 +116,20 @@ export async function runSteadyUpdates(opts: SteadyUpdatesOptions): Promise<Stea
     inFlight.set(id, u);
     counts.issued++;
     u.sentAt = performance.now();
-    opts.pool.query(`UPDATE ${opts.table} SET name = ?, updated_at = NOW(6) WHERE id = ?`, [u.token, id]).then(
-      () => {
-        u.committedAt = performance.now();
-        commitMs.push(u.committedAt - u.sentAt);
-        finish(id, u);
-      },
-      (err: unknown) => {
-        counts.failed++;
-        lastError = errorText(err);
-        inFlight.delete(id);
-      },
-    );
+    opts.pool
+      .query(`UPDATE ${opts.table} SET name = ?, updated_at = NOW(6) WHERE id = ?`, [u.token, id])
+      .then(
+        () => {
+          u.committedAt = performance.now();
+          commitMs.push(u.committedAt - u.sentAt);
+          finish(id, u);
+        },
+        (err: unknown) => {
+          counts.failed++;
+          lastError = errorText(err);
+          inFlight.delete(id);
+        },
+      );
   };
 
   // K: keyspace channel (`__keyspace@0__:<key>`), $: string commands such as SET.

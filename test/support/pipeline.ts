@@ -39,7 +39,7 @@ export class Pipeline {
     readonly topic: string,
     readonly configFile: string,
     readonly config: CompiledConfig,
-    readonly sql: mysql.Connection,
+    readonly sql: mysql.Pool,
     readonly redis: Redis,
   ) {}
 
@@ -48,8 +48,11 @@ export class Pipeline {
     const db = uniqueName('cs');
     const p = `${uniqueName('t')}:`;
     const topic = `${db}.changes`;
-    const sql = await mysql.createConnection({
+    // One pooled connection: transactions spread over several queries stay on it, and it is
+    // replaced when a test restarts the server.
+    const sql = mysql.createPool({
       ...endpoints.mysql,
+      connectionLimit: 1,
       multipleStatements: true,
       dateStrings: true,
       supportBigNumbers: true,
@@ -76,15 +79,14 @@ export class Pipeline {
       'redis:',
       `  url: ${endpoints.redisUrl}`,
       'metrics:',
-      '  port: 0',
+      '  port: ${METRICS_PORT:-0}',
       '  host: 127.0.0.1',
       'log:',
       `  level: ${process.env.CACHESYNC_TEST_LOG ?? 'warn'}`,
-      'tailer:',
-      '  linger: 1ms',
-      'consumer:',
-      '  retryInitial: 20ms',
-      '  retryMax: 500ms',
+      ...(opts.extraYaml?.includes('tailer:') ? [] : ['tailer:', '  linger: 1ms']),
+      ...(opts.extraYaml?.includes('consumer:')
+        ? []
+        : ['consumer:', '  retryInitial: 20ms', '  retryMax: 500ms']),
       ...(opts.extraYaml ? [opts.extraYaml] : []),
       'mappings:',
       opts.mappings.replaceAll('{db}', db).replaceAll('{p}', p),
@@ -125,6 +127,25 @@ export class Pipeline {
     );
     this.children.push(child);
     return child;
+  }
+
+  /** Starts `cachesync run --role <role>` as a real process serving health on `port`; resolves once ready. */
+  async spawnReady(role: Role, port: number, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
+    const child = this.spawn(['run', '--role', role], { METRICS_PORT: String(port), ...env });
+    let output = '';
+    child.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-5000)));
+    child.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-5000)));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`cachesync exited with ${child.exitCode}:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`cachesync not ready in 60 s:\n${output}`);
+      const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) return child;
+      await sleep(200);
+    }
   }
 
   /** Keys of this test in Redis, sorted. */
@@ -171,6 +192,30 @@ export class Pipeline {
   }
 }
 
+/** A TCP port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Sends a signal and waits for the process to exit. */
+export async function stopChild(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGKILL',
+): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill(signal);
+  return exited;
+}
+
 /** Polls until check() returns a value that passes, failing with the last value seen. */
 export async function eventually<T>(
   check: () => Promise<T>,
@@ -201,4 +246,142 @@ export async function ready(runtime: Runtime, timeoutMs = 60_000): Promise<void>
 export async function appliedCount(runtime: Runtime, table: string): Promise<number> {
   const metric = await runtime.metrics.changesApplied.get();
   return metric.values.filter((v) => v.labels.table === table).reduce((sum, v) => sum + v.value, 0);
+}
+
+/** A committed write, as the writer saw it: row id and the value of its `seq` column. */
+export interface Committed {
+  id: number;
+  seq: number;
+}
+
+/**
+ * Keeps writing to `{db}.{table}(id INT PRIMARY KEY, seq INT)` until stopped: inserts new rows and
+ * updates existing ones, each in its own transaction, and records what was committed. It rides out a
+ * database restart (reconnects; a write whose outcome is unknown is not recorded).
+ */
+export class Writer {
+  readonly committed: Committed[] = [];
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  /** Shared by all writers, so writes of successive tests on one table stay in order. */
+  private static seq = 0;
+
+  constructor(
+    private readonly endpoints: StackEndpoints,
+    private readonly table: string,
+    private readonly opts: { ratePerSecond: number; rows: number },
+  ) {}
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<Committed[]> {
+    this.stopped = true;
+    await this.loop;
+    return this.committed;
+  }
+
+  private async run(): Promise<void> {
+    let conn: mysql.Connection | undefined;
+    const interval = 1000 / this.opts.ratePerSecond;
+    let next = Date.now();
+    while (!this.stopped) {
+      const seq = ++Writer.seq;
+      const id = seq % this.opts.rows;
+      try {
+        conn ??= await mysql.createConnection(this.endpoints.mysql);
+        await conn.query(
+          `INSERT INTO ${this.table} (id, seq) VALUES (?, ?) ON DUPLICATE KEY UPDATE seq = VALUES(seq)`,
+          [id, seq],
+        );
+        this.committed.push({ id, seq });
+      } catch {
+        conn?.destroy();
+        conn = undefined;
+        await sleep(100);
+      }
+      next += interval;
+      const wait = next - Date.now();
+      if (wait > 0) await sleep(wait);
+      else next = Date.now();
+    }
+    await conn?.end().catch(() => undefined);
+  }
+}
+
+/** Reads a topic from the beginning to its current end and returns the decoded values. */
+export async function readTopic(
+  kafka: Kafka,
+  topic: string,
+  timeoutMs = 120_000,
+): Promise<Record<string, unknown>[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(
+    offsets.filter((o) => Number(o.high) > Number(o.low)).map((o) => [o.partition, Number(o.high)]),
+  );
+  const out: { partition: number; offset: number; value: Record<string, unknown> }[] = [];
+  if (remaining.size === 0) return [];
+  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`topic ${topic} not read to its end in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    void consumer.run({
+      eachBatch: ({ batch }) => {
+        for (const m of batch.messages) {
+          out.push({
+            partition: batch.partition,
+            offset: Number(m.offset),
+            value: JSON.parse(m.value!.toString()) as Record<string, unknown>,
+          });
+        }
+        const last = Number(batch.messages.at(-1)?.offset ?? -1);
+        if (last >= (remaining.get(batch.partition) ?? 0) - 1) remaining.delete(batch.partition);
+        if (remaining.size === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+        return Promise.resolve();
+      },
+    });
+  });
+  await consumer.disconnect();
+  return out.sort((a, b) => a.partition - b.partition || a.offset - b.offset).map((m) => m.value);
+}
+
+/**
+ * Checks the change topic holds every committed write, and that each row's changes appear in
+ * commit order (a replay after a crash may repeat a stretch; first appearances must be in order).
+ * Returns a description of what is wrong, or an empty list.
+ */
+export function missingOrDisordered(committed: Committed[], events: Record<string, unknown>[]): string[] {
+  const seen = new Map<number, number[]>();
+  for (const e of events) {
+    const after = e.after as { id: number; seq: number } | null;
+    if (!after) continue;
+    const list = seen.get(after.id) ?? [];
+    list.push(after.seq);
+    seen.set(after.id, list);
+  }
+  const problems: string[] = [];
+  const firstSeen = new Map<number, Set<number>>();
+  for (const [id, seqs] of seen) {
+    const first: number[] = [];
+    const set = new Set<number>();
+    for (const s of seqs) if (!set.has(s)) (set.add(s), first.push(s));
+    firstSeen.set(id, set);
+    for (let i = 1; i < first.length; i++) {
+      if (first[i]! < first[i - 1]!) problems.push(`row ${id}: seq ${first[i]} after ${first[i - 1]}`);
+    }
+  }
+  for (const c of committed)
+    if (!firstSeen.get(c.id)?.has(c.seq)) problems.push(`row ${c.id}: committed seq ${c.seq} missing`);
+  return problems.length > 10 ? [...problems.slice(0, 10), `...and ${problems.length - 10} more`] : problems;
 }
