@@ -54,7 +54,10 @@ export interface SteadyUpdatesResult {
   commitMs: Summary | undefined;
   /** COMMIT returned until Redis notified the SET of the key with the new value, ms. */
   commitToRedisMs: Summary | undefined;
-  /** The runtime's own end-to-end histogram (binlog read to applied) over this workload. */
+  /**
+   * The runtime's own end-to-end histogram (binlog read to applied) over this workload; quantiles
+   * are bucket upper bounds in seconds, Infinity (null in JSON) past the last bucket.
+   */
   runtimeEndToEnd: HistogramSnapshot & {
     p50: number | undefined;
     p90: number | undefined;
@@ -112,10 +115,9 @@ export async function runSteadyUpdates(opts: SteadyUpdatesOptions): Promise<Stea
   };
 
   const update = (id: number) => {
-    const u: InFlight = { token: `${counts.issued}-${randomBytes(6).toString('hex')}`, sentAt: 0 };
+    const token = `${counts.issued++}-${randomBytes(6).toString('hex')}`;
+    const u: InFlight = { token, sentAt: performance.now() };
     inFlight.set(id, u);
-    counts.issued++;
-    u.sentAt = performance.now();
     opts.pool
       .query(`UPDATE ${opts.table} SET name = ?, updated_at = NOW(6) WHERE id = ?`, [u.token, id])
       .then(

@@ -333,7 +333,7 @@ const metricsSchema = section({
 const tailerSchema = section({
   maxBufferedEvents: atLeastOne().default(20_000),
   batchSize: atLeastOne().default(1_000),
-  linger: duration().default(5),
+  linger: duration().default(0),
 });
 
 const consumerSchema = section({

@@ -80,7 +80,7 @@ export interface TailerConfig {
   maxBufferedEvents: number;
   /** Max messages per produce request. Default 1 000. */
   batchSize: number;
-  /** How long a partly full batch waits for more events. Default 5 ms. */
+  /** How long a partly full batch waits for more events. Default 0: batches form while the previous send is in flight. */
   lingerMs: number;
 }
 

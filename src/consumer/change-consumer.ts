@@ -107,6 +107,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     await this.consumer.run({
       eachBatchAutoResolve: false,
       autoCommit: true,
+      // Commit applied offsets once a second, not after every batch: a commit per batch sits on the
+      // latency path (the next fetch waits for it). A crash repeats at most a second of changes,
+      // which versions make harmless.
+      autoCommitInterval: 1000,
       partitionsConsumedConcurrently: this.opts.config.consumer.partitionsConcurrently,
       eachBatch: (payload) => this.handleBatch(payload),
     });

@@ -100,6 +100,14 @@ export class BinlogSource {
     });
   }
 
+  /** Where the stream stands now; right after start() that is where it started, a boundary. */
+  position(): BinlogPosition {
+    const { filename, position } = this.zongji.options as { filename: string; position: number | string };
+    const gtidSet = this.zongji.gtidSet;
+    // A start at the end takes the position from SHOW BINARY LOGS, which big-number settings return as text.
+    return { file: filename, pos: Number(position), ...(gtidSet ? { gtidSet } : {}) };
+  }
+
   /** Stops reading from the socket: the server holds the rest (backpressure). */
   pause(): void {
     if (this.paused || this.stopped) return;
@@ -219,7 +227,8 @@ export class BinlogSource {
   private source(event: BinlogEvent): ChangeEvent['source'] {
     // zongji holds filename/position at the transaction's start until its commit, so this pair
     // names the transaction; seq orders the changes inside it.
-    const { filename, position } = this.zongji.options as { filename: string; position: number };
+    const { filename } = this.zongji.options as { filename: string };
+    const position = Number((this.zongji.options as { position: number | string }).position);
     const txKey = `${filename}:${position}`;
     if (txKey !== this.txKey) {
       this.txKey = txKey;
@@ -236,13 +245,7 @@ export class BinlogSource {
   }
 
   private emitCommit(event: BinlogEvent): void {
-    const { filename, position } = this.zongji.options as { filename: string; position: number };
-    const gtidSet = this.zongji.gtidSet;
-    this.opts.onItem({
-      kind: 'commit',
-      position: { file: filename, pos: position, ...(gtidSet ? { gtidSet } : {}) },
-      commitTsMs: event.timestamp,
-    });
+    this.opts.onItem({ kind: 'commit', position: this.position(), commitTsMs: event.timestamp });
   }
 }
 

@@ -17,12 +17,13 @@ export type TailerState =
 
 /** The binlog position a stored checkpoint needs is gone from the server: resuming would skip changes. */
 export class BinlogPurgedError extends CachesyncError {
-  constructor(position: string, cause: unknown) {
+  constructor(position: string, checkpointTopic: string, cause: unknown) {
     super(
-      `the binlog the checkpoint points to (${position}) is no longer on the server (purged or rotated away), ` +
-        `so changes since then cannot be read and the cache may have missed them. To recover: delete the ` +
-        `checkpoint topic (or set source.start) to start from the end of the binlog, then run ` +
-        `\`cachesync snapshot\` or \`cachesync verify --repair\` to bring the cache back in line.`,
+      `the binlog the checkpoint points to (${position}) is no longer on the server (purged), so the ` +
+        `changes made since then cannot be read and the cache may have missed them. cachesync will not ` +
+        `skip ahead on its own. To recover: delete the checkpoint topic ${checkpointTopic} so the tailer ` +
+        `starts at the end of the binlog (or at source.start), and delete the mapped keys from Redis so ` +
+        `readers load them from the database again.`,
       { retriable: false, cause },
     );
   }
@@ -149,7 +150,11 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
 
   private setState(state: TailerState): void {
     if (state === this.state_) return;
-    this.log.info({ from: this.state_, to: state }, 'tailer state');
+    // Backpressure flips between these often under load; every other transition matters.
+    const routine =
+      (state === 'paused' && this.state_ === 'streaming') ||
+      (state === 'streaming' && this.state_ === 'paused');
+    this.log[routine ? 'debug' : 'info']({ from: this.state_, to: state }, 'tailer state');
     this.state_ = state;
     this.emit('state', state);
   }
@@ -184,6 +189,15 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         }
         this.source = source;
         this.log.info({ from: describePosition(this.resumeFrom) }, 'reading the binlog');
+        if (!this.acked) {
+          // The first start has no checkpoint: the point it started from is one, and must be
+          // stored before anything is read, or a crash inside the first transaction would
+          // restart "from the end" and skip it.
+          const start = source.position();
+          this.resumeFrom = start;
+          this.acked = { ...start, commitTsMs: Date.now(), savedAtMs: 0 };
+          await this.maybeSaveCheckpoint(true, true);
+        }
         this.setState(
           this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming',
         );
@@ -204,13 +218,26 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     const e = err as { errno?: number; message?: string };
     // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file or GTID asked for is not in the binlog any more.
     if (e.errno === 1236 && /could not find|purged|first log file|GTID/i.test(e.message ?? '')) {
-      return new BinlogPurgedError(describePosition(this.resumeFrom), err);
+      return new BinlogPurgedError(
+        describePosition(this.resumeFrom),
+        this.opts.config.kafka.checkpointTopic,
+        err,
+      );
     }
     return err;
   }
 
   private onSourceError(source: BinlogSource, err: Error): void {
-    if (this.closing || source !== this.source || this.reconnecting) return;
+    if (this.closing) return;
+    // The server answers the dump request after zongji reported ready, so a purged binlog shows
+    // up here, not as a failed start: reconnecting would only meet it again.
+    const fatal = this.classifyStartError(err);
+    if (fatal instanceof BinlogPurgedError) {
+      this.fatal = fatal;
+      this.wake?.();
+      return;
+    }
+    if (source !== this.source || this.reconnecting) return;
     this.log.warn(
       { err: err.message, from: describePosition(this.resumeFrom) },
       'binlog stream broke; reconnecting',
@@ -351,7 +378,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     this.opts.metrics.publishBatchSize.observe(messages.length);
   }
 
-  private async maybeSaveCheckpoint(force: boolean): Promise<void> {
+  /** Stores the acknowledged checkpoint, at most once a second unless forced; `must` retries until stored. */
+  private async maybeSaveCheckpoint(force: boolean, must = false): Promise<void> {
     const cp = this.acked;
     if (!cp) return;
     const key = `${cp.file}:${cp.pos}:${cp.gtidSet ?? ''}`;
@@ -359,8 +387,12 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     if (!force && Date.now() - this.lastSavedAtMs < COMMIT_SAVE_INTERVAL_MS) return;
     const toSave = { ...cp, savedAtMs: Date.now() };
     try {
-      await this.checkpoints.save(toSave);
+      await retry(() => this.checkpoints.save(toSave), this.backoff, {
+        maxAttempts: must ? undefined : 1,
+        aborted: () => this.abandoned,
+      });
     } catch (err) {
+      if (must) throw err;
       // Not fatal: the next save covers it, and a restart from an older point only repeats changes.
       this.log.warn({ err: errorText(err) }, 'could not store the checkpoint; will retry');
       return;

@@ -133,8 +133,12 @@ export class Pipeline {
   async spawnReady(role: Role, port: number, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
     const child = this.spawn(['run', '--role', role], { METRICS_PORT: String(port), ...env });
     let output = '';
-    child.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-5000)));
-    child.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-5000)));
+    const keep = (d: Buffer) => {
+      output = (output + d.toString()).slice(-5000);
+      if (process.env.CACHESYNC_TEST_LOG) process.stderr.write(`[child ${child.pid}] ${d.toString()}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`cachesync exited with ${child.exitCode}:\n${output}`);

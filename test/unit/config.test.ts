@@ -106,7 +106,7 @@ describe('loadConfig: valid files', () => {
     });
     expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379/0' });
     expect(config.metrics).toEqual({ port: 9464, host: '0.0.0.0' });
-    expect(config.tailer).toEqual({ maxBufferedEvents: 20_000, batchSize: 1_000, lingerMs: 5 });
+    expect(config.tailer).toEqual({ maxBufferedEvents: 20_000, batchSize: 1_000, lingerMs: 0 });
     expect(config.consumer).toEqual({
       maxAttempts: 5,
       retryInitialMs: 100,
