@@ -379,7 +379,11 @@ export function missingOrDisordered(committed: Committed[], events: Record<strin
   for (const [id, seqs] of seen) {
     const first: number[] = [];
     const set = new Set<number>();
-    for (const s of seqs) if (!set.has(s)) (set.add(s), first.push(s));
+    for (const s of seqs) {
+      if (set.has(s)) continue;
+      set.add(s);
+      first.push(s);
+    }
     firstSeen.set(id, set);
     for (let i = 1; i < first.length; i++) {
       if (first[i]! < first[i - 1]!) problems.push(`row ${id}: seq ${first[i]} after ${first[i - 1]}`);
