@@ -13,6 +13,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { Runtime, type Role } from '../../src/runtime.js';
 import { uniqueName } from './names.js';
+import { testStack } from './test-env.js';
 
 export interface PipelineOptions {
   /** CREATE TABLE statements, run in the test's own database (use `{db}` for its name). */
@@ -60,7 +61,7 @@ export class Pipeline {
     });
     await sql.query(`CREATE DATABASE ${db}`);
     for (const ddl of opts.tables) await sql.query(ddl.replaceAll('{db}', db));
-    const dir = join(REPO_ROOT, '.stack', 'test', 'configs');
+    const dir = join(testStack().dir, 'configs');
     mkdirSync(dir, { recursive: true });
     const configFile = join(dir, `${db}.yaml`);
     const yaml = [

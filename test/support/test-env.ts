@@ -5,7 +5,9 @@ import { LocalStack, REPO_ROOT, type StackEndpoints } from '../../scripts/local-
 export const TEST_BASE_PORT = Number(process.env.CACHESYNC_TEST_BASE_PORT ?? 34300);
 
 export function testStack(log?: (msg: string) => void): LocalStack {
-  return new LocalStack({ dir: join(REPO_ROOT, '.stack', 'test'), basePort: TEST_BASE_PORT, log });
+  // The dir is per port, so two test runs on different ports do not share data.
+  const dir = join(REPO_ROOT, '.stack', TEST_BASE_PORT === 34300 ? 'test' : `test-${TEST_BASE_PORT}`);
+  return new LocalStack({ dir, basePort: TEST_BASE_PORT, log });
 }
 
 /**
