@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { runCheck } from './commands/check.js';
+import { dlqList, dlqReplay } from './commands/dlq.js';
+import { runStatus } from './commands/status.js';
 import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { CompiledConfig } from './config/types.js';
 import { ConfigError } from './core/errors.js';
@@ -67,7 +69,43 @@ export function buildProgram(setExit: (code: number) => void): Command {
       setExit(await runCheck(await load(opts)));
     });
 
+  withConfig(program.command('status'))
+    .description('checkpoint, source lag, consumer lag per partition, DLQ depth')
+    .option('--json', 'print JSON')
+    .action(async (opts: CommonOptions & { json?: boolean }) => {
+      const config = await load(opts);
+      setExit(await runStatus(config, quietLogger(config), opts));
+    });
+
+  const dlq = program.command('dlq').description('dead letters: list them, replay them');
+  withConfig(dlq.command('list'))
+    .description('count dead letters per table and error class')
+    .option('--table <db.table>', 'only this table')
+    .option('--json', 'print JSON')
+    .action(async (opts: CommonOptions & { table?: string; json?: boolean }) => {
+      const config = await load(opts);
+      setExit(await dlqList(config, quietLogger(config), opts));
+    });
+  withConfig(dlq.command('replay'))
+    .description('apply dead letters again, through the versioned apply (older than Redis: skipped)')
+    .option('--table <db.table>', 'only this table')
+    .option('--dry-run', 'report what would be applied and what is stale; change nothing')
+    .option('--json', 'print JSON')
+    .action(async (opts: CommonOptions & { table?: string; dryRun?: boolean; json?: boolean }) => {
+      const config = await load(opts);
+      setExit(await dlqReplay(config, quietLogger(config), opts));
+    });
+
   return program;
+}
+
+/** Commands that print results keep the log to warnings, on stderr. */
+function quietLogger(config: CompiledConfig) {
+  return createLogger({
+    level: config.log.level === 'silent' ? 'silent' : 'warn',
+    pretty: false,
+    destination: process.stderr,
+  });
 }
 
 export async function main(argv: string[]): Promise<number> {

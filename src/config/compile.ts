@@ -38,6 +38,7 @@ export function compileConfig(config: ConfigFile, file: string, secrets: FileSec
       retryInitialMs: consumer.retryInitial,
       retryMaxMs: consumer.retryMax,
       partitionsConcurrently: consumer.partitionsConcurrently,
+      maxPendingRedeletes: consumer.maxPendingRedeletes,
     },
     log: config.log,
     mappings: config.mappings.map(compileMapping),

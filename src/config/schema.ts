@@ -341,6 +341,7 @@ const consumerSchema = section({
   retryInitial: duration({ positive: true }).default(100),
   retryMax: duration({ positive: true }).default(10_000),
   partitionsConcurrently: atLeastOne().default(3),
+  maxPendingRedeletes: atLeastOne().default(100_000),
 }).superRefine(retryBounds, ON_MAPPING);
 
 const logSchema = section({

@@ -93,6 +93,8 @@ export interface ConsumerConfig {
   retryMaxMs: number;
   /** Partitions processed at once per consumer process. Default 3. */
   partitionsConcurrently: number;
+  /** Delayed deletes scheduled and not yet run; past it the consumer waits before scheduling more. Default 100 000. */
+  maxPendingRedeletes: number;
 }
 
 export interface LogConfig {

@@ -99,6 +99,8 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   async run(): Promise<void> {
     const { topic } = this.opts.config.kafka;
     await this.consumer.subscribe({ topic, fromBeginning: true });
+    // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.opts.metrics.consumerLag.reset());
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       const { error, restart } = e.payload as { error: Error; restart: boolean };
       this.log.error({ err: error.message, restart }, 'consumer crashed');
@@ -167,6 +169,9 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   ): Promise<boolean> {
     const letters: DeadLetter[] = [];
     let work = messages.map((m) => this.plan(m));
+    if (work.some((p) => p.ops.some((op) => op.kind === 'redelete'))) {
+      if (!(await this.waitForRedeleteRoom(heartbeat, live))) return false;
+    }
     let outageAttempt = 0;
     while (work.length > 0) {
       const results = await Promise.allSettled(
@@ -209,6 +214,25 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     this.leaveOutage();
     if (letters.length > 0) await this.writeDeadLetters(letters, live);
     return true;
+  }
+
+  /**
+   * Holds the partition while the delayed-delete schedule is full, so it stays bounded; the
+   * schedule drains as its deletes come due. Returns false if stopped meanwhile.
+   */
+  private async waitForRedeleteRoom(heartbeat: () => Promise<void>, live: () => boolean): Promise<boolean> {
+    const max = this.opts.config.consumer.maxPendingRedeletes;
+    for (let attempt = 1; ; attempt++) {
+      const pending = await this.applier.pendingRedeletes().catch(() => 0);
+      this.opts.metrics.redeletesPending.set(pending);
+      if (pending < max) return true;
+      if (!live()) return false;
+      if (attempt === 1)
+        this.log.warn({ pending, max }, 'delayed-delete schedule full; waiting for it to drain');
+      this.opts.metrics.retries.inc({ stage: 'apply', reason: 'redeletes_full' });
+      await sleep(backoffDelay(this.retryPolicy, attempt));
+      await heartbeat().catch(() => undefined);
+    }
   }
 
   private plan(message: KafkaMessage): Pending {

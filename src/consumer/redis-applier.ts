@@ -214,6 +214,11 @@ export class RedisApplier {
     return work.length;
   }
 
+  /** The version of the last change applied to a key, or null if its guard is gone. */
+  currentVersion(key: string): Promise<string | null> {
+    return this.redis.get(this.versionKey(key));
+  }
+
   /** Number of delayed deletes scheduled and not yet run. */
   pendingRedeletes(): Promise<number> {
     return this.redis.zcard(this.redeleteKey);

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import type { Kafka, Producer } from 'kafkajs';
+import { readTopicToEnd } from '../kafka/topic-reader.js';
 import type { BinlogPosition } from './binlog-source.js';
 
 /** A resume point stored after Kafka acknowledged every change before it. */
@@ -32,45 +32,11 @@ export class KafkaCheckpointStore implements CheckpointStore {
   ) {}
 
   async load(): Promise<Checkpoint | undefined> {
-    const admin = this.kafka.admin();
-    await admin.connect();
-    let high: number;
-    try {
-      const offsets = await admin.fetchTopicOffsets(this.topic);
-      high = Number(offsets[0]?.high ?? 0);
-      const low = Number(offsets[0]?.low ?? 0);
-      if (high <= low) return undefined;
-    } finally {
-      await admin.disconnect();
-    }
-    // kafkajs reads only through a group: a throwaway one, reading the partition to its end.
-    const groupId = `cachesync-checkpoint-reader-${randomBytes(6).toString('hex')}`;
-    const consumer = this.kafka.consumer({ groupId, allowAutoTopicCreation: false });
     let latest: Checkpoint | undefined;
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic: this.topic, fromBeginning: true });
-      await new Promise<void>((resolve, reject) => {
-        consumer
-          .run({
-            autoCommit: false,
-            eachMessage: ({ message }) => {
-              if (message.key?.toString() === KEY && message.value) {
-                latest = JSON.parse(message.value.toString()) as Checkpoint;
-              }
-              if (Number(message.offset) >= high - 1) resolve();
-              return Promise.resolve();
-            },
-          })
-          .catch(reject);
-      });
-    } finally {
-      await consumer.disconnect();
-      const admin2 = this.kafka.admin();
-      await admin2.connect();
-      await admin2.deleteGroups([groupId]).catch(() => undefined);
-      await admin2.disconnect();
-    }
+    await readTopicToEnd(this.kafka, this.topic, (message) => {
+      if (message.key?.toString() === KEY && message.value)
+        latest = JSON.parse(message.value.toString()) as Checkpoint;
+    });
     return latest;
   }
 

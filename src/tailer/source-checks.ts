@@ -59,6 +59,28 @@ export async function mappingProblems(
   }
 }
 
+/** The source's current binlog head: file, position and GTID position. */
+export async function readSourceHead(
+  source: CompiledConfig['source'],
+): Promise<{ file: string; pos: number; gtidSet?: string }> {
+  const { host, port, user, password, connectTimeoutMs } = source;
+  const conn = await mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+  try {
+    const [logs] = await conn.query<mysql.RowDataPacket[]>('SHOW BINARY LOGS');
+    const last = logs[logs.length - 1];
+    if (!last) throw new Error('the server has no binlog: is log_bin on?');
+    const [[server]] = await conn.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v');
+    const mariadb = /mariadb/i.test(String(server?.v));
+    const [[gtid]] = await conn.query<mysql.RowDataPacket[]>(
+      `SELECT @@GLOBAL.${mariadb ? 'gtid_current_pos' : 'gtid_executed'} AS g`,
+    );
+    const gtidSet = String(gtid?.g ?? '').replace(/\s/g, '');
+    return { file: String(last.Log_name), pos: Number(last.File_size), ...(gtidSet ? { gtidSet } : {}) };
+  } finally {
+    await conn.end().catch(() => undefined);
+  }
+}
+
 async function checkSettings(conn: mysql.Connection, replicaServerId: number): Promise<Finding[]> {
   const [[version]] = await conn.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v, @@server_id AS id');
   const findings: Finding[] = [{ ok: true, what: `connected to ${String(version?.v)}` }];

@@ -112,6 +112,7 @@ describe('loadConfig: valid files', () => {
       retryInitialMs: 100,
       retryMaxMs: 10_000,
       partitionsConcurrently: 3,
+      maxPendingRedeletes: 100_000,
     });
     expect(config.log).toEqual({ level: 'info' });
 
