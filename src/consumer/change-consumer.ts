@@ -56,6 +56,8 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private readonly deadLetters: DeadLetterWriter;
   private redeleteLoop: Promise<void> | undefined;
   private outages = 0;
+  private running = false;
+  private redisConnected: boolean;
 
   private constructor(
     private readonly opts: ChangeConsumerOptions,
@@ -72,6 +74,17 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     this.chunkSize = opts.chunkSize ?? 500;
     this.applier = new RedisApplier(redis);
     this.deadLetters = new DeadLetterWriter(producer, opts.config.kafka.dlqTopic);
+    // Readiness follows the Redis connection too, not only failed writes: with no traffic a Redis
+    // outage would otherwise go unnoticed.
+    this.redisConnected = redis.status === 'ready';
+    redis.on('ready', () => {
+      this.redisConnected = true;
+      this.refreshState();
+    });
+    redis.on('close', () => {
+      this.redisConnected = false;
+      this.refreshState();
+    });
   }
 
   static async create(opts: ChangeConsumerOptions): Promise<ChangeConsumer> {
@@ -116,7 +129,8 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       partitionsConsumedConcurrently: this.opts.config.consumer.partitionsConcurrently,
       eachBatch: (payload) => this.handleBatch(payload),
     });
-    this.setState('streaming');
+    this.running = true;
+    this.refreshState();
     this.redeleteLoop = this.runRedeletes();
   }
 
@@ -288,11 +302,16 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     }
   }
 
+  /** Streaming while the group runs and Redis answers; paused while Redis is down or failing. */
+  private refreshState(): void {
+    if (this.closing || !this.running) return;
+    const paused = this.outages > 0 || !this.redisConnected;
+    this.opts.metrics.consumerPaused.set(paused ? 1 : 0);
+    this.setState(paused ? 'paused' : 'streaming');
+  }
+
   private enterOutage(err: Error | undefined, attempt: number): void {
-    if (this.outages++ === 0) {
-      this.opts.metrics.consumerPaused.set(1);
-      this.setState('paused');
-    }
+    if (this.outages++ === 0) this.refreshState();
     this.log.warn(
       { err: err?.message, attempt },
       'Redis unavailable; holding the partition until it is back',
@@ -302,8 +321,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private leaveOutage(): void {
     if (this.outages === 0) return;
     this.outages = 0;
-    this.opts.metrics.consumerPaused.set(0);
-    if (!this.closing) this.setState('streaming');
+    this.refreshState();
     this.log.info('Redis is back; applying again');
   }
 
