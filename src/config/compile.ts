@@ -26,7 +26,11 @@ export function compileConfig(config: ConfigFile, file: string, secrets: FileSec
       connectTimeoutMs: source.connectTimeout,
     },
     kafka: config.kafka,
-    redis: redisPassword === undefined ? { url: redis.url } : { url: redis.url, password: redisPassword },
+    redis: {
+      url: redis.url,
+      cluster: redis.cluster,
+      ...(redisPassword === undefined ? {} : { password: redisPassword }),
+    },
     metrics: config.metrics,
     tailer: {
       maxBufferedEvents: tailer.maxBufferedEvents,

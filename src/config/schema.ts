@@ -71,6 +71,10 @@ function integer(min: number, max: number, expected = `an integer from ${min} to
   });
 }
 
+function boolean() {
+  return scalar('true or false', (value) => ({ true: true, false: false })[value.trim()]);
+}
+
 function atLeastOne() {
   return integer(1, Number.MAX_SAFE_INTEGER, 'a whole number of at least 1');
 }
@@ -321,6 +325,7 @@ const kafkaSchema = section({
 
 const redisSchema = section({
   url: scalar('a redis:// or rediss:// URL', checkRedisUrl),
+  cluster: boolean().default(false),
   password: scalar('a string', (value) => value).optional(),
   passwordFile: text('the path of a file holding the password').optional(),
 }).superRefine(secretOnce(false), ON_MAPPING);

@@ -59,6 +59,8 @@ export interface KafkaConfig {
 }
 
 export interface RedisConfig {
+  /** The url names one node of a Redis Cluster; the client discovers the rest. Default false. */
+  cluster: boolean;
   /** `redis://[user:pass@]host:port/db` or `rediss://...`; `password` or `passwordFile` sets the password. */
   url: string;
   /**

@@ -1,25 +1,45 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { RedisConfig } from '../config/types.js';
 import type { Finding } from '../core/finding.js';
 
 /**
- * An ioredis client for applying changes: commands auto-pipelined, failing fast while Redis is
- * down (the consumer does its own retrying, and must know Redis is down to pause), reconnecting
- * in the background with a capped backoff.
+ * An ioredis client for applying changes (standalone, or Redis Cluster when `cluster` is set):
+ * commands auto-pipelined, failing fast while Redis is down (the consumer does its own retrying,
+ * and must know Redis is down to pause), reconnecting in the background with a capped backoff.
  */
-export function createRedis(config: RedisConfig, opts: { lazyConnect?: boolean } = {}): Redis {
-  const redis = new Redis(config.url, {
+export function createRedis(config: RedisConfig, opts: { lazyConnect?: boolean } = {}): Redis | Cluster {
+  const common = {
     ...(config.password !== undefined ? { password: config.password } : {}),
-    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: true,
     connectTimeout: 5000,
-    retryStrategy: (times) => Math.min(100 * times, 2000),
-    lazyConnect: opts.lazyConnect ?? false,
-  });
+  };
+  const retry = (times: number) => Math.min(100 * times, 2000);
+  let client: Redis | Cluster;
+  if (config.cluster) {
+    const url = new URL(config.url);
+    const node = { host: url.hostname, port: Number(url.port || 6379) };
+    const auth = {
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    };
+    client = new Cluster([node], {
+      enableAutoPipelining: true,
+      clusterRetryStrategy: retry,
+      lazyConnect: opts.lazyConnect ?? false,
+      redisOptions: { ...auth, ...common, ...(url.protocol === 'rediss:' ? { tls: {} } : {}) },
+    });
+  } else {
+    client = new Redis(config.url, {
+      ...common,
+      enableAutoPipelining: true,
+      retryStrategy: retry,
+      lazyConnect: opts.lazyConnect ?? false,
+    });
+  }
   // Errors surface on the commands; the client itself reconnects.
-  redis.on('error', () => {});
-  return redis;
+  client.on('error', () => {});
+  return client;
 }
 
 /** `check`: can we reach Redis and write to it? */

@@ -20,6 +20,8 @@ export interface PipelineOptions {
   tables: string[];
   /** The `mappings:` section, YAML, with `{db}` for the database and `{p}` for the key prefix. */
   mappings: string;
+  /** The `redis:` section's lines, replacing the default (the local Redis). */
+  redisYaml?: string;
   /** More top-level YAML (tailer:, consumer:, ...). */
   extraYaml?: string;
 }
@@ -78,7 +80,7 @@ export class Pipeline {
       `  groupId: ${db}`,
       '  partitions: 4',
       'redis:',
-      `  url: ${endpoints.redisUrl}`,
+      opts.redisYaml ?? `  url: ${endpoints.redisUrl}`,
       'metrics:',
       '  port: ${METRICS_PORT:-0}',
       '  host: 127.0.0.1',

@@ -1,0 +1,102 @@
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
+
+const SLOTS = 16_384;
+
+/**
+ * A real Redis Cluster of `ports.length` masters (no replicas) on loopback, from the machine's
+ * redis-server: for proving that versions and their guards stay in one slot.
+ */
+export class LocalRedisCluster {
+  constructor(
+    readonly dir: string,
+    readonly ports: readonly number[],
+  ) {}
+
+  get seedUrl(): string {
+    return `redis://127.0.0.1:${this.ports[0]}`;
+  }
+
+  async start(): Promise<void> {
+    const bin = findBinary('redis-server');
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+    for (const port of this.ports) {
+      const dir = join(this.dir, String(port));
+      mkdirSync(dir, { recursive: true });
+      const pid = spawnDaemon(
+        bin,
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(dir, 'nodes.conf'),
+          '--cluster-node-timeout',
+          '3000',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+        ],
+        { logFile: join(dir, 'server.log'), pidFile: join(dir, 'server.pid') },
+      );
+      await waitFor(`redis-server (cluster node ${port})`, () => this.ping(port), {
+        timeoutMs: 20_000,
+        pid,
+        logFile: join(dir, 'server.log'),
+      });
+    }
+    // Split the slots evenly, then introduce the nodes to each other.
+    const per = Math.ceil(SLOTS / this.ports.length);
+    for (const [i, port] of this.ports.entries()) {
+      await this.node(port, (r) =>
+        r.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(SLOTS, (i + 1) * per) - 1)),
+      );
+      if (i > 0) await this.node(port, (r) => r.call('CLUSTER', 'MEET', '127.0.0.1', String(this.ports[0])));
+    }
+    for (const port of this.ports) {
+      await waitFor(
+        `cluster state on ${port}`,
+        async () =>
+          String(await this.node(port, (r) => r.call('CLUSTER', 'INFO'))).includes('cluster_state:ok'),
+        { timeoutMs: 30_000 },
+      );
+    }
+    // Every node must also know every other node's slots before clients connect.
+    await sleep(500);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.ports.map((port) => stopByPidFile(join(this.dir, String(port), 'server.pid'))));
+  }
+
+  private async ping(port: number): Promise<boolean> {
+    return (await this.node(port, (r) => r.ping())) === 'PONG';
+  }
+
+  private async node<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
+    const r = new Redis({
+      port,
+      host: '127.0.0.1',
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    r.on('error', () => {});
+    try {
+      await r.connect();
+      return await fn(r);
+    } finally {
+      r.disconnect();
+    }
+  }
+}
