@@ -181,11 +181,29 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     heartbeat: () => Promise<void>,
     live: () => boolean,
   ): Promise<boolean> {
-    const letters: DeadLetter[] = [];
-    let work = messages.map((m) => this.plan(m));
-    if (work.some((p) => p.ops.some((op) => op.kind === 'redelete'))) {
+    const planned = messages.map((m) => this.plan(m));
+    if (planned.some((p) => p.ops.some((op) => op.kind === 'redelete'))) {
       if (!(await this.waitForRedeleteRoom(heartbeat, live))) return false;
     }
+    for (const segment of segments(planned)) {
+      if (!(await this.applySegment(topic, partition, segment, heartbeat, live))) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Applies messages whose ops may run at once (pipelined, each key's commands in order), retrying
+   * what fails and dead-lettering what keeps failing because of itself.
+   */
+  private async applySegment(
+    topic: string,
+    partition: number,
+    segment: Pending[],
+    heartbeat: () => Promise<void>,
+    live: () => boolean,
+  ): Promise<boolean> {
+    const letters: DeadLetter[] = [];
+    let work = segment;
     let outageAttempt = 0;
     while (work.length > 0) {
       const results = await Promise.allSettled(
@@ -342,6 +360,26 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       await sleep(pollMs);
     }
   }
+}
+
+/**
+ * Splits a chunk so that a table-level change (a SCAN-and-delete of many keys) runs on its own,
+ * after everything before it and before everything after it.
+ */
+function segments(planned: Pending[]): Pending[][] {
+  const out: Pending[][] = [];
+  let current: Pending[] = [];
+  for (const p of planned) {
+    if (p.ops.some((op) => op.kind === 'delMatching')) {
+      if (current.length > 0) out.push(current);
+      out.push([p]);
+      current = [];
+    } else {
+      current.push(p);
+    }
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }
 
 function failureInfo(p: Pending, error: Error, topic: string, partition: number, now: number): FailureInfo {
