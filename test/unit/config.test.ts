@@ -104,7 +104,7 @@ describe('loadConfig: valid files', () => {
       partitions: 6,
       replicationFactor: -1,
     });
-    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379/0' });
+    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379/0', cluster: false });
     expect(config.metrics).toEqual({ port: 9464, host: '0.0.0.0' });
     expect(config.tailer).toEqual({ maxBufferedEvents: 20_000, batchSize: 1_000, lingerMs: 0 });
     expect(config.consumer).toEqual({
@@ -237,7 +237,7 @@ describe('loadConfig: valid files', () => {
     );
     const config = await loadConfig(file, { env: {} });
     expect(config.source.password).toBe('line one\n');
-    expect(config.redis).toEqual({ url: 'redis://r:6379/0', password: 'r3dis' });
+    expect(config.redis).toEqual({ url: 'redis://r:6379/0', cluster: false, password: 'r3dis' });
   });
 
   it('reads the config and its secrets through an injected readFile', async () => {
@@ -396,7 +396,7 @@ describe('loadConfig: problems', () => {
     expect(await problemTexts('source:\n  host: db\n  user: u\n  password: p\n  serverId: 1\n')).toEqual([
       'kafka: missing; expected a mapping with keys brokers, clientId, topic, dlqTopic, checkpointTopic, groupId, ' +
         'partitions, replicationFactor',
-      'redis: missing; expected a mapping with keys url, password, passwordFile',
+      'redis: missing; expected a mapping with keys url, cluster, password, passwordFile',
       'mappings: missing; expected a list of mappings like - table: shop.users',
     ]);
     expect(await problemTexts('# nothing yet\n')).toEqual([
