@@ -1,29 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, Pipeline } from '../support/pipeline.js';
+import { eventually, finish, Pipeline } from '../support/pipeline.js';
 import { uniqueName } from '../support/names.js';
-
-/** Runs the child to its end; returns its exit code and output. */
-function finish(
-  child: ChildProcess,
-  timeoutMs = 60_000,
-): Promise<{ code: number | null; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`process did not exit in ${timeoutMs} ms\n${out}\n${err}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    });
-  });
-}
 
 describe('cachesync command line against real servers', () => {
   let pipeline: Pipeline;

@@ -1,19 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Runtime } from '../../src/runtime.js';
 import { testStack } from '../support/test-env.js';
-import { eventually, Pipeline, readTopic, ready } from '../support/pipeline.js';
+import { eventually, finish, Pipeline, readTopic, ready } from '../support/pipeline.js';
 
 const local = inject('localServers');
-
-function finish(child: ChildProcess): Promise<{ code: number | null; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out, err })));
-}
 
 /** Sample values of a metric family from Prometheus text, by label string. */
 function samples(text: string, name: string): Map<string, number> {

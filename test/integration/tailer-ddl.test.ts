@@ -1,15 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
 import type mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../../src/runtime.js';
-import { eventually, Pipeline, readTopic, ready } from '../support/pipeline.js';
-
-function output(child: ChildProcess): () => string {
-  let text = '';
-  child.stdout?.on('data', (d: Buffer) => (text += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
-  return () => text;
-}
+import { eventually, finish, Pipeline, readTopic, ready } from '../support/pipeline.js';
 
 describe('table-level changes and schema changes', () => {
   let pipeline: Pipeline;
@@ -144,8 +136,8 @@ describe('table-level changes and schema changes', () => {
     expect(left).toHaveLength(1);
 
     const child = pipeline.spawn(['run', '--role', 'tailer']);
-    const text = output(child);
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const { code, out, err } = await finish(child);
+    const text = () => out + err;
     expect(code).toBe(1);
     expect(text()).toContain('is no longer on the server');
     expect(text()).toContain(`delete the checkpoint topic ${pipeline.topic}.checkpoint`);

@@ -199,6 +199,27 @@ export class Pipeline {
   }
 }
 
+/** Runs a child process to its end; returns its exit code and what it printed. */
+export function finish(
+  child: ChildProcess,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`process did not exit in ${timeoutMs} ms\n${out}\n${err}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
 /** A TCP port nothing listens on right now. */
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
