@@ -20,9 +20,10 @@ const say = (s: string) => console.log(`\n${bold(`==> ${s}`)}`);
 async function main(): Promise<void> {
   const stack = demoStack();
   say(
-    `starting MariaDB, Redis and Kafka on 127.0.0.1:${DEMO_BASE_PORT}-${DEMO_BASE_PORT + 3} (data in .stack/demo)`,
+    `starting MariaDB, Redis and Kafka on 127.0.0.1:${DEMO_BASE_PORT}-${DEMO_BASE_PORT + 3} (fresh data in .stack/demo)`,
   );
-  const ep = await stack.up();
+  // A demo starts from nothing: fresh data dirs, so an earlier run's checkpoint or keys cannot interfere.
+  const ep = await stack.up({ fresh: true });
   const sql = await mysql.createConnection({ ...ep.mysql, multipleStatements: true });
   const redis = new Redis(ep.redisUrl);
   let runtime: Runtime | undefined;
