@@ -30,6 +30,8 @@ export interface ChangeConsumerOptions {
 
 type DeadLetter = { message: KafkaMessage; info: FailureInfo };
 
+const COMMIT_INTERVAL_MS = 1000;
+
 /** One message of a chunk on its way to Redis. */
 interface Pending {
   message: KafkaMessage;
@@ -55,6 +57,11 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private readonly applier: RedisApplier;
   private readonly deadLetters: DeadLetterWriter;
   private redeleteLoop: Promise<void> | undefined;
+  private commitLoop: Promise<void> | undefined;
+  /** Batches being applied right now. */
+  private inFlight = 0;
+  /** Commits through the current group generation (any batch's payload will do). */
+  private committer: Pick<EachBatchPayload, 'uncommittedOffsets' | 'commitOffsetsIfNecessary'> | undefined;
   private outages = 0;
   private running = false;
   private redisConnected: boolean;
@@ -121,27 +128,31 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     });
     await this.consumer.run({
       eachBatchAutoResolve: false,
-      autoCommit: true,
-      // Commit applied offsets once a second, not after every batch: a commit per batch sits on the
-      // latency path (the next fetch waits for it). A crash repeats at most a second of changes,
-      // which versions make harmless.
-      autoCommitInterval: 1000,
+      // Offsets of applied changes are committed once a second (and at shutdown), not after every
+      // batch as kafkajs's autoCommit does: a commit per batch sits on the latency path, since the
+      // next fetch waits for it. A crash or rebalance repeats at most a second of changes, which
+      // versions make harmless.
+      autoCommit: false,
+      autoCommitInterval: COMMIT_INTERVAL_MS,
       partitionsConsumedConcurrently: this.opts.config.consumer.partitionsConcurrently,
       eachBatch: (payload) => this.handleBatch(payload),
     });
     this.running = true;
     this.refreshState();
     this.redeleteLoop = this.runRedeletes();
+    this.commitLoop = this.runCommits();
   }
 
   async close(graceMs = 30_000): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     this.setState('stopping');
-    // kafkajs stops fetching, lets the batch in hand finish, commits resolved offsets, leaves the group.
-    const stopped = this.consumer.disconnect();
-    await Promise.race([stopped, sleep(graceMs)]).catch(() => undefined);
-    await this.redeleteLoop;
+    // Batches in hand stop at their next chunk; what they applied is committed before leaving.
+    const deadline = Date.now() + graceMs;
+    while (this.inFlight > 0 && Date.now() < deadline) await sleep(20);
+    await Promise.all([this.redeleteLoop, this.commitLoop]);
+    await this.commitApplied();
+    await Promise.race([this.consumer.disconnect(), sleep(Math.max(0, deadline - Date.now()))]).catch(() => undefined);
     await this.producer.disconnect().catch(() => undefined);
     if (this.ownsRedis) this.redis.disconnect();
     this.setState('stopped');
@@ -155,6 +166,37 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    this.inFlight++;
+    this.committer = payload;
+    try {
+      await this.applyBatch(payload);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Commits the offsets resolved since the last commit, if any. */
+  private async commitApplied(): Promise<void> {
+    const committer = this.committer;
+    if (!committer) return;
+    const offsets = committer.uncommittedOffsets();
+    if (offsets.topics.length === 0) return;
+    try {
+      await committer.commitOffsetsIfNecessary(offsets);
+    } catch (err) {
+      // A rebalance took the partitions: their next owner repeats what was not committed.
+      this.log.debug({ err: (err as Error).message }, 'offset commit skipped');
+    }
+  }
+
+  private async runCommits(): Promise<void> {
+    while (!this.closing) {
+      await sleep(COMMIT_INTERVAL_MS);
+      await this.commitApplied();
+    }
+  }
+
+  private async applyBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const heartbeat = () => payload.heartbeat();
     const live = () => payload.isRunning() && !payload.isStale() && !this.closing;
