@@ -302,8 +302,10 @@ export class LocalStack {
     const cp = `${libs}/*`;
     if (!existsSync(join(data, 'meta.properties'))) {
       rmSync(data, { recursive: true, force: true });
-      // A cluster id is 16 random bytes in unpadded base64url.
-      const clusterId = randomBytes(16).toString('base64url');
+      // A cluster id is 16 random bytes in unpadded base64url; one starting with "-" would read as
+      // an option to the format tool.
+      let clusterId = randomBytes(16).toString('base64url');
+      while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
       await run(java, [
         `-Dlog4j2.configurationFile=${log4j}`,
         '-cp',

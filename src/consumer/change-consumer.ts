@@ -126,6 +126,9 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       this.log.error({ err: error.message, restart }, 'consumer crashed');
       if (!restart && !this.closing) this.setState('failed');
     });
+    // Due delayed deletes need only Redis: run them from now, not from when the group has
+    // assigned partitions (joining can wait out a crashed member's session timeout).
+    this.redeleteLoop = this.runRedeletes();
     await this.consumer.run({
       eachBatchAutoResolve: false,
       // Offsets of applied changes are committed once a second (and at shutdown), not after every
@@ -139,7 +142,6 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     });
     this.running = true;
     this.refreshState();
-    this.redeleteLoop = this.runRedeletes();
     this.commitLoop = this.runCommits();
   }
 
@@ -152,7 +154,9 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     while (this.inFlight > 0 && Date.now() < deadline) await sleep(20);
     await Promise.all([this.redeleteLoop, this.commitLoop]);
     await this.commitApplied();
-    await Promise.race([this.consumer.disconnect(), sleep(Math.max(0, deadline - Date.now()))]).catch(() => undefined);
+    await Promise.race([this.consumer.disconnect(), sleep(Math.max(0, deadline - Date.now()))]).catch(
+      () => undefined,
+    );
     await this.producer.disconnect().catch(() => undefined);
     if (this.ownsRedis) this.redis.disconnect();
     this.setState('stopped');
