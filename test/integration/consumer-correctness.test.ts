@@ -5,8 +5,8 @@ import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { encodeChangeEvent, messageKey, type ChangeEvent } from '../../src/core/change-event.js';
 import { makeVersion } from '../../src/core/version.js';
+import { readTopicToEnd } from '../../src/kafka/topic-reader.js';
 import type { Runtime } from '../../src/runtime.js';
-import { uniqueName } from '../support/names.js';
 import {
   appliedCount,
   eventually,
@@ -55,52 +55,25 @@ async function topicDepth(kafka: Kafka, topic: string): Promise<number> {
 
 /** Reads every message of a topic, from the beginning to its current end, with keys and headers. */
 async function readMessages(kafka: Kafka, topic: string, timeoutMs = 60_000): Promise<TopicMessage[]> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const offsets = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(
-    offsets.filter((o) => Number(o.high) > Number(o.low)).map((o) => [o.partition, Number(o.high)]),
-  );
   const out: TopicMessage[] = [];
-  if (remaining.size === 0) return out;
-  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`topic ${topic} not read to its end in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      void consumer.run({
-        eachBatch: ({ batch }) => {
-          for (const m of batch.messages) {
-            const headers: Record<string, string> = {};
-            for (const [name, value] of Object.entries(m.headers ?? {})) {
-              if (value !== undefined) headers[name] = value.toString();
-            }
-            out.push({
-              partition: batch.partition,
-              offset: m.offset,
-              key: m.key?.toString() ?? null,
-              value: m.value?.toString() ?? null,
-              headers,
-            });
-          }
-          const last = Number(batch.messages.at(-1)?.offset ?? -1);
-          if (last >= (remaining.get(batch.partition) ?? 0) - 1) remaining.delete(batch.partition);
-          if (remaining.size === 0) {
-            clearTimeout(timer);
-            resolve();
-          }
-          return Promise.resolve();
-        },
+  await readTopicToEnd(
+    kafka,
+    topic,
+    (m, partition) => {
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(m.headers ?? {})) {
+        if (value !== undefined) headers[name] = value.toString();
+      }
+      out.push({
+        partition,
+        offset: m.offset,
+        key: m.key?.toString() ?? null,
+        value: m.value?.toString() ?? null,
+        headers,
       });
-    });
-  } finally {
-    await consumer.disconnect();
-  }
+    },
+    { timeoutMs },
+  );
   return out.sort((a, b) => a.partition - b.partition || Number(a.offset) - Number(b.offset));
 }
 

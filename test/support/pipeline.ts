@@ -8,6 +8,7 @@ import mysql from 'mysql2/promise';
 import { inject } from 'vitest';
 import { REPO_ROOT, type StackEndpoints } from '../../scripts/local-stack/local-stack.js';
 import { loadConfig } from '../../src/config/load.js';
+import { readTopicToEnd } from '../../src/kafka/topic-reader.js';
 import type { CompiledConfig } from '../../src/config/types.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -338,49 +339,25 @@ export class Writer {
   }
 }
 
-/** Reads a topic from the beginning to its current end and returns the decoded values. */
+/** Reads a topic from the beginning to its current end and returns the decoded values, by partition and offset. */
 export async function readTopic(
   kafka: Kafka,
   topic: string,
   timeoutMs = 120_000,
 ): Promise<Record<string, unknown>[]> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const offsets = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(
-    offsets.filter((o) => Number(o.high) > Number(o.low)).map((o) => [o.partition, Number(o.high)]),
-  );
   const out: { partition: number; offset: number; value: Record<string, unknown> }[] = [];
-  if (remaining.size === 0) return [];
-  const consumer = kafka.consumer({ groupId: uniqueName('reader') });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`topic ${topic} not read to its end in ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    void consumer.run({
-      eachBatch: ({ batch }) => {
-        for (const m of batch.messages) {
-          out.push({
-            partition: batch.partition,
-            offset: Number(m.offset),
-            value: JSON.parse(m.value!.toString()) as Record<string, unknown>,
-          });
-        }
-        const last = Number(batch.messages.at(-1)?.offset ?? -1);
-        if (last >= (remaining.get(batch.partition) ?? 0) - 1) remaining.delete(batch.partition);
-        if (remaining.size === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-        return Promise.resolve();
-      },
-    });
-  });
-  await consumer.disconnect();
+  await readTopicToEnd(
+    kafka,
+    topic,
+    (m, partition) => {
+      out.push({
+        partition,
+        offset: Number(m.offset),
+        value: JSON.parse(m.value!.toString()) as Record<string, unknown>,
+      });
+    },
+    { timeoutMs },
+  );
   return out.sort((a, b) => a.partition - b.partition || a.offset - b.offset).map((m) => m.value);
 }
 
