@@ -109,7 +109,7 @@ export class RedisApplier {
    * makes the whole key the tag.
    */
   versionKey(key: string): string {
-    return hasHashTag(key) ? `${this.metaPrefix}v:${key}` : `${this.metaPrefix}v:{${key}}`;
+    return versionKeyFor(this.metaPrefix, key);
   }
 
   /**
@@ -241,6 +241,14 @@ function defineScripts(redis: RedisClient): void {
 
 function isCluster(redis: RedisClient): redis is Cluster {
   return (redis as Partial<Cluster>).isCluster === true;
+}
+
+/**
+ * The version guard of `key`: in the same Redis Cluster slot, by reusing the key's hash tag or
+ * making the whole key the tag. (A key with a `}` but no valid tag cannot be a tag; see README.)
+ */
+export function versionKeyFor(prefix: string, key: string): string {
+  return hasHashTag(key) ? `${prefix}v:${key}` : `${prefix}v:{${key}}`;
 }
 
 /** True when Redis Cluster would hash only part of the key (a non-empty `{...}` after the first `{`). */
