@@ -19,7 +19,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
-import { LocalStack, REPO_ROOT, type StackEndpoints } from '../scripts/local-stack/local-stack.js';
+import {
+  LocalStack,
+  REPO_ROOT,
+  stackConfigSections,
+  type StackEndpoints,
+} from '../scripts/local-stack/local-stack.js';
 import { loadConfig } from '../src/config/load.js';
 import type { CompiledConfig } from '../src/config/types.js';
 import { createLogger, silentLogger, type Logger } from '../src/observability/logger.js';
@@ -288,19 +293,7 @@ async function run(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport> {
 function writeConfig(endpoints: StackEndpoints): string {
   const run = `bench-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
   const yaml = [
-    'source:',
-    `  host: ${endpoints.cdc.host}`,
-    `  port: ${endpoints.cdc.port}`,
-    `  user: ${endpoints.cdc.user}`,
-    `  password: "${endpoints.cdc.password}"`,
-    `  serverId: ${1000 + Math.floor(Math.random() * 1_000_000)}`,
-    'kafka:',
-    `  brokers: [${endpoints.kafkaBrokers.join(', ')}]`,
-    `  topic: ${run}.changes`,
-    `  dlqTopic: ${run}.dlq`,
-    `  groupId: ${run}`,
-    'redis:',
-    `  url: ${endpoints.redisUrl}`,
+    ...stackConfigSections(endpoints, { name: run }),
     'metrics:',
     '  port: 0',
     '  host: 127.0.0.1',

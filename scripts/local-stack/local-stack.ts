@@ -391,3 +391,29 @@ export async function ensureKafkaJars(
   else rmSync(staging, { recursive: true, force: true });
   return libs;
 }
+
+/**
+ * The `source`, `kafka` and `redis` sections of a cachesync config pointing at a stack, for the
+ * tests and the benchmark: topics and group named after `name`, a random replica server id.
+ */
+export function stackConfigSections(
+  endpoints: StackEndpoints,
+  opts: { name: string; partitions?: number; redisYaml?: string },
+): string[] {
+  return [
+    'source:',
+    `  host: ${endpoints.cdc.host}`,
+    `  port: ${endpoints.cdc.port}`,
+    `  user: ${endpoints.cdc.user}`,
+    `  password: "${endpoints.cdc.password}"`,
+    `  serverId: ${1000 + Math.floor(Math.random() * 1_000_000)}`,
+    'kafka:',
+    `  brokers: [${endpoints.kafkaBrokers.join(', ')}]`,
+    `  topic: ${opts.name}.changes`,
+    `  dlqTopic: ${opts.name}.dlq`,
+    `  groupId: ${opts.name}`,
+    ...(opts.partitions ? [`  partitions: ${opts.partitions}`] : []),
+    'redis:',
+    opts.redisYaml ?? `  url: ${endpoints.redisUrl}`,
+  ];
+}

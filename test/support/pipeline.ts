@@ -6,7 +6,11 @@ import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
 import { inject } from 'vitest';
-import { REPO_ROOT, type StackEndpoints } from '../../scripts/local-stack/local-stack.js';
+import {
+  REPO_ROOT,
+  stackConfigSections,
+  type StackEndpoints,
+} from '../../scripts/local-stack/local-stack.js';
 import { loadConfig } from '../../src/config/load.js';
 import { readTopicToEnd } from '../../src/kafka/topic-reader.js';
 import type { CompiledConfig } from '../../src/config/types.js';
@@ -68,20 +72,7 @@ export class Pipeline {
     mkdirSync(dir, { recursive: true });
     const configFile = join(dir, `${db}.yaml`);
     const yaml = [
-      'source:',
-      `  host: ${endpoints.cdc.host}`,
-      `  port: ${endpoints.cdc.port}`,
-      `  user: ${endpoints.cdc.user}`,
-      `  password: "${endpoints.cdc.password}"`,
-      `  serverId: ${1000 + Math.floor(Math.random() * 1_000_000)}`,
-      'kafka:',
-      `  brokers: [${endpoints.kafkaBrokers.join(', ')}]`,
-      `  topic: ${topic}`,
-      `  dlqTopic: ${db}.dlq`,
-      `  groupId: ${db}`,
-      '  partitions: 4',
-      'redis:',
-      opts.redisYaml ?? `  url: ${endpoints.redisUrl}`,
+      ...stackConfigSections(endpoints, { name: db, partitions: 4, redisYaml: opts.redisYaml }),
       'metrics:',
       '  port: ${METRICS_PORT:-0}',
       '  host: 127.0.0.1',
