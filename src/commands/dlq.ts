@@ -84,6 +84,8 @@ export async function dlqList(
   return 0;
 }
 
+const REPLAY_BATCH = 500;
+
 /** What happened to one replayed letter. */
 type ReplayOutcome = 'applied' | 'stale' | 'failed' | 'unmapped';
 
@@ -104,19 +106,33 @@ export async function dlqReplay(
   const counts: Record<ReplayOutcome, number> = { applied: 0, stale: 0, failed: 0, unmapped: 0 };
   const failures: string[] = [];
   const progress = new Progress(out, opts.dryRun ? 'checked' : 'replayed');
+  // Letters are applied a batch at a time: issued together, pipelined by the client, and still in
+  // order on each connection, so a key's letters apply in DLQ order.
+  let batch: Letter[] = [];
+  const flush = async () => {
+    const outcomes = await Promise.all(
+      batch.map((letter) =>
+        replayOne(letter, mappings, applier, opts.dryRun ?? false).catch((err: Error) => {
+          const { message, partition } = letter;
+          failures.push(
+            `${letter.table} ${message.key?.toString() ?? ''} (partition ${partition}, offset ${message.offset}): ${err.message}`,
+          );
+          return 'failed' as const;
+        }),
+      ),
+    );
+    for (const outcome of outcomes) counts[outcome]++;
+    progress.tick(outcomes.length);
+    batch = [];
+  };
   try {
     await readTopicToEnd(kafka, config.kafka.dlqTopic, async (message, partition) => {
       const letter = toLetter(message, partition);
       if (opts.table && letter.table !== opts.table) return;
-      const outcome = await replayOne(letter, mappings, applier, opts.dryRun ?? false).catch((err: Error) => {
-        failures.push(
-          `${letter.table} ${message.key?.toString() ?? ''} (partition ${partition}, offset ${message.offset}): ${err.message}`,
-        );
-        return 'failed' as const;
-      });
-      counts[outcome]++;
-      progress.tick();
+      batch.push(letter);
+      if (batch.length >= REPLAY_BATCH) await flush();
     });
+    await flush();
   } finally {
     redis.disconnect();
     progress.done();

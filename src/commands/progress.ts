@@ -23,7 +23,7 @@ export class Progress {
         this.out.write(`\r${this.verb} ${this.count}`);
         this.lastDraw = now;
       }
-    } else if (this.count % this.every === 0) {
+    } else if (Math.floor(this.count / this.every) > Math.floor((this.count - n) / this.every)) {
       this.out.write(`${this.verb} ${this.count}\n`);
     }
   }

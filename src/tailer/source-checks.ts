@@ -3,6 +3,12 @@ import type { CompiledConfig } from '../config/types.js';
 import type { Finding } from '../core/finding.js';
 import { splitTable } from './binlog-source.js';
 
+/** A plain (non-replication) connection as the configured CDC user. */
+function connectToSource(source: CompiledConfig['source']): Promise<mysql.Connection> {
+  const { host, port, user, password, connectTimeoutMs } = source;
+  return mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+}
+
 /** Required server settings: variable, wanted value, why. */
 const REQUIRED_SETTINGS: [string, string, string][] = [
   ['log_bin', '1', 'the binlog must be on: start the server with --log-bin'],
@@ -24,10 +30,10 @@ const REQUIRED_SETTINGS: [string, string, string][] = [
  * and every mapped table and column.
  */
 export async function checkSource(config: Pick<CompiledConfig, 'source' | 'mappings'>): Promise<Finding[]> {
-  const { host, port, user, password, connectTimeoutMs } = config.source;
+  const { host, port, user } = config.source;
   let conn: mysql.Connection;
   try {
-    conn = await mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+    conn = await connectToSource(config.source);
   } catch (err) {
     return [fail(`connect to MySQL at ${host}:${port} as ${user}`, (err as Error).message)];
   }
@@ -49,8 +55,7 @@ export async function checkSource(config: Pick<CompiledConfig, 'source' | 'mappi
 export async function mappingProblems(
   config: Pick<CompiledConfig, 'source' | 'mappings'>,
 ): Promise<string[]> {
-  const { host, port, user, password, connectTimeoutMs } = config.source;
-  const conn = await mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+  const conn = await connectToSource(config.source);
   try {
     const findings = await checkTables(conn, config.mappings);
     return findings.filter((f) => !f.ok).map((f) => `${f.what}: ${f.why ?? ''}`);
@@ -63,8 +68,7 @@ export async function mappingProblems(
 export async function readSourceHead(
   source: CompiledConfig['source'],
 ): Promise<{ file: string; pos: number; gtidSet?: string }> {
-  const { host, port, user, password, connectTimeoutMs } = source;
-  const conn = await mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+  const conn = await connectToSource(source);
   try {
     const [logs] = await conn.query<mysql.RowDataPacket[]>('SHOW BINARY LOGS');
     const last = logs[logs.length - 1];
