@@ -5,6 +5,7 @@ import { RedisApplier } from '../consumer/redis-applier.js';
 import { createRedis } from '../consumer/redis-client.js';
 import { planCacheOps, type CacheOp } from '../core/cache-plan.js';
 import { decodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
+import { ConfigError } from '../core/errors.js';
 import { createKafka } from '../kafka/kafka-client.js';
 import { readTopicToEnd } from '../kafka/topic-reader.js';
 import type { Logger } from '../observability/logger.js';
@@ -32,6 +33,14 @@ function toLetter(message: KafkaMessage, partition: number): Letter {
   }
 }
 
+/** A `--table` must name a mapped table; anything else is a typo that would silently match nothing. */
+function checkTableOption(config: CompiledConfig, table: string | undefined): void {
+  if (table === undefined || config.mappings.some((m) => m.table === table)) return;
+  throw new ConfigError(
+    `--table ${table}: not a mapped table; expected one of ${config.mappings.map((m) => m.table).join(', ')}`,
+  );
+}
+
 /** `cachesync dlq list`: dead letters per table and error class. */
 export async function dlqList(
   config: CompiledConfig,
@@ -39,6 +48,7 @@ export async function dlqList(
   opts: { table?: string; json?: boolean },
   out: NodeJS.WritableStream = process.stdout,
 ): Promise<number> {
+  checkTableOption(config, opts.table);
   const groups = new Map<
     string,
     { table: string; errorClass: string; count: number; first: string; last: string; example: string }
@@ -99,6 +109,7 @@ export async function dlqReplay(
   opts: { table?: string; dryRun?: boolean; json?: boolean },
   out: NodeJS.WritableStream = process.stdout,
 ): Promise<number> {
+  checkTableOption(config, opts.table);
   const mappings = new Map(config.mappings.map((m) => [m.table, m]));
   const redis = createRedis(config.redis);
   const applier = new RedisApplier(redis);

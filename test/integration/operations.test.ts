@@ -105,6 +105,10 @@ describe('operating cachesync: metrics, health, dead letters, status', () => {
     expect(list.out).toMatch(new RegExp(`${db}\\.accounts\\s+MessageError\\s+1\\s`));
     expect(list.out).toContain('WRONGTYPE');
 
+    const typo = await finish(pipeline.spawn(['dlq', 'replay', '--table', `${db}.acounts`]));
+    expect(typo.err).toContain(`--table ${db}.acounts: not a mapped table; expected one of ${db}.accounts`);
+    expect(typo.code).toBe(2);
+
     const letters = await readTopic(pipeline.kafka(), `${db}.dlq`);
     expect(letters).toHaveLength(1);
 
