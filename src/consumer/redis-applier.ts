@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { CacheOp } from '../core/cache-plan.js';
 import { MessageError, UnavailableError } from '../core/errors.js';
+import { versionKeyFor } from '../core/version-guard.js';
 
 /** What happened to one op: written, or skipped because Redis already holds a newer change. */
 export type OpOutcome = 'applied' | 'stale';
@@ -241,22 +242,6 @@ function defineScripts(redis: RedisClient): void {
 
 function isCluster(redis: RedisClient): redis is Cluster {
   return (redis as Partial<Cluster>).isCluster === true;
-}
-
-/**
- * The version guard of `key`: in the same Redis Cluster slot, by reusing the key's hash tag or
- * making the whole key the tag. (A key with a `}` but no valid tag cannot be a tag; see README.)
- */
-export function versionKeyFor(prefix: string, key: string): string {
-  return hasHashTag(key) ? `${prefix}v:${key}` : `${prefix}v:{${key}}`;
-}
-
-/** True when Redis Cluster would hash only part of the key (a non-empty `{...}` after the first `{`). */
-export function hasHashTag(key: string): boolean {
-  const open = key.indexOf('{');
-  if (open < 0) return false;
-  const close = key.indexOf('}', open + 1);
-  return close > open + 1;
 }
 
 /** Reply errors Redis gives while it cannot serve, as opposed to errors about the command itself. */

@@ -6,6 +6,12 @@ type Part = { literal: string } | { column: string };
 export type Row = Readonly<Record<string, unknown>>;
 
 /**
+ * What a placeholder column can render, as far as matching keys goes: an integer column renders
+ * only an optional minus sign and digits; anything else may render any text.
+ */
+export type ColumnKind = 'integer' | 'text';
+
+/**
  * A cache key template: literal text with `{column}` placeholders; `{{` and `}}` are literal
  * braces, so Redis Cluster hash tags can be written (`user:{{{id}}}` renders `user:{42}`).
  */
@@ -59,6 +65,39 @@ export class KeyTemplate {
   /** A Redis MATCH pattern for every key this template can render (placeholders become `*`). */
   toGlob(): string {
     return this.parts.map((p) => ('column' in p ? '*' : p.literal.replace(/[*?[\]\\]/g, '\\$&'))).join('');
+  }
+
+  /** True when the template starts with a placeholder, so its glob starts with `*`. */
+  get hasLiteralPrefix(): boolean {
+    return 'literal' in (this.parts[0] ?? {});
+  }
+
+  /**
+   * The inverse of render, for keys found by SCAN: the placeholder values of a key this template
+   * could have rendered, or undefined when it could not have (`user:{id}` with an integer `id`
+   * does not match `user:session:abc`). A column used twice must render the same text both times.
+   */
+  matcher(
+    kinds: Readonly<Record<string, ColumnKind>> = {},
+  ): (key: string) => Record<string, string> | undefined {
+    const groups: string[] = [];
+    const pattern = this.parts
+      .map((part) => {
+        if ('literal' in part) return part.literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        const seen = groups.indexOf(part.column);
+        if (seen >= 0) return `\\${seen + 1}`;
+        groups.push(part.column);
+        return kinds[part.column] === 'integer' ? '(-?\\d+)' : '([\\s\\S]*?)';
+      })
+      .join('');
+    const regex = new RegExp(`^${pattern}$`);
+    return (key) => {
+      const match = regex.exec(key);
+      if (!match) return undefined;
+      const values: Record<string, string> = {};
+      groups.forEach((column, i) => (values[column] = match[i + 1]!));
+      return values;
+    };
   }
 
   /**

@@ -43,3 +43,26 @@ describe('KeyTemplate', () => {
     expect(KeyTemplate.parse('user:{id}:o*[x]').toGlob()).toBe('user:*:o\\*\\[x\\]');
   });
 });
+
+describe('KeyTemplate.matcher', () => {
+  it('matches only keys the template can render, given the column kinds', () => {
+    const match = KeyTemplate.parse('user:{id}').matcher({ id: 'integer' });
+    expect(match('user:42')).toEqual({ id: '42' });
+    expect(match('user:-7')).toEqual({ id: '-7' });
+    expect(match('user:session:abc')).toBeUndefined();
+    expect(match('user:42:orders')).toBeUndefined();
+    expect(match('xuser:42')).toBeUndefined();
+  });
+
+  it('treats regex characters in literals as text and repeats of a column as the same value', () => {
+    const match = KeyTemplate.parse('a.b*{{{x}}}:{y}:{x}').matcher();
+    expect(match('a.b*{k}:v:k')).toEqual({ x: 'k', y: 'v' });
+    expect(match('a.b*{k}:v:other')).toBeUndefined();
+    expect(match('aXb*{k}:v:k')).toBeUndefined();
+  });
+
+  it('knows whether the template starts with literal text', () => {
+    expect(KeyTemplate.parse('user:{id}').hasLiteralPrefix).toBe(true);
+    expect(KeyTemplate.parse('{id}:user').hasLiteralPrefix).toBe(false);
+  });
+});

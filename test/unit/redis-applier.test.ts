@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { classifyRedisError, hasHashTag, versionKeyFor } from '../../src/consumer/redis-applier.js';
+import { classifyRedisError } from '../../src/consumer/redis-applier.js';
+import { hasHashTag, versionKeyFor } from '../../src/core/version-guard.js';
 import { MessageError, UnavailableError } from '../../src/core/errors.js';
 
 /** Redis Cluster's key-to-hash-input rule: the first non-empty {...} if there is one, else the key. */
