@@ -6,6 +6,7 @@ import { createRedis } from '../consumer/redis-client.js';
 import { planCacheOps, type CacheOp } from '../core/cache-plan.js';
 import { decodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
 import { ConfigError } from '../core/errors.js';
+import { compareVersions } from '../core/version.js';
 import { createKafka } from '../kafka/kafka-client.js';
 import { readTopicToEnd } from '../kafka/topic-reader.js';
 import type { Logger } from '../observability/logger.js';
@@ -182,5 +183,6 @@ async function wouldApply(applier: RedisApplier, op: CacheOp): Promise<'applied'
   if (op.kind !== 'set' && op.kind !== 'hash' && op.kind !== 'del') return 'applied';
   const current = await applier.currentVersion(op.key);
   if (current === null) return 'applied';
-  return current > op.version || (current === op.version && op.kind !== 'del') ? 'stale' : 'applied';
+  const order = compareVersions(current, op.version);
+  return order > 0 || (order === 0 && op.kind !== 'del') ? 'stale' : 'applied';
 }

@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { CacheOp } from '../core/cache-plan.js';
 import { MessageError, UnavailableError } from '../core/errors.js';
+import { VERSION_COMPARE_LUA } from '../core/version.js';
 import { versionKeyFor } from '../core/version-guard.js';
 
 /** What happened to one op: written, or skipped because Redis already holds a newer change. */
@@ -22,9 +23,9 @@ type RedisClient = Redis | Cluster;
  * only if its change is newer, so a replay, a DLQ replay or another row's late change never puts
  * an older value back. A DEL leaves its version behind for the same reason.
  */
-const SET_IF_NEWER = `
+const SET_IF_NEWER = `${VERSION_COMPARE_LUA}
 local cur = redis.call('GET', KEYS[2])
-if cur and cur >= ARGV[1] then return 0 end
+if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' and t ~= 'string' then
   return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string')
@@ -33,9 +34,9 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else re
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
 return 1`;
 
-const HASH_IF_NEWER = `
+const HASH_IF_NEWER = `${VERSION_COMPARE_LUA}
 local cur = redis.call('GET', KEYS[2])
-if cur and cur >= ARGV[1] then return 0 end
+if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' and t ~= 'hash' then
   return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format hash writes a hash')
@@ -46,9 +47,9 @@ if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 return 1`;
 
-const DEL_IF_NEWER = `
+const DEL_IF_NEWER = `${VERSION_COMPARE_LUA}
 local cur = redis.call('GET', KEYS[2])
-if cur and cur > ARGV[1] then return 0 end
+if cur and cs_compare_versions(cur, ARGV[1]) > 0 then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1`;

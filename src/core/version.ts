@@ -1,14 +1,27 @@
 /**
- * A change's version orders every change read from one server's binlog: the binlog file's index,
- * the position where its transaction starts, and its sequence within the transaction. It is a
- * fixed-width string, so versions compare with plain string comparison in TypeScript and in Redis
- * Lua alike: `0000000003:0000000000012345:0000002`.
+ * A change's version orders every change cachesync reads, across servers and over time. It is a
+ * tuple of unsigned decimal integers, `epoch:file:pos:seq`:
+ *
+ * - `epoch`: the source epoch. It starts a new, higher value whenever binlog coordinates stop
+ *   comparing with those read before: a failover to another server, a `RESET MASTER`, a restore of
+ *   the database from a backup. So every change read after such an event is newer than every
+ *   change read before it.
+ * - `file`: the binlog file's index (`binlog.000042` -> 42).
+ * - `pos`: the position where the change's transaction starts in that file.
+ * - `seq`: the change's sequence within its transaction, from 1 (0 is kept for {@link versionBefore}).
+ *
+ * Parts compare as integers, by digit count and then digit by digit, never as floating point, so no
+ * part has a width limit (row 10 000 000 of a transaction versions like row 1). Redis compares
+ * them with the same rule ({@link VERSION_COMPARE_LUA}).
+ *
+ * A legacy version of three fixed-width parts (`0000000003:0000000000012345:0000002`, written
+ * before epochs existed) is read as epoch 0.
  */
 export type Version = string;
 
-const FILE_DIGITS = 10;
-const POS_DIGITS = 16;
-const SEQ_DIGITS = 7;
+/** One part: an unsigned decimal integer. 40 digits is beyond any binlog coordinate or row count. */
+const PART = String.raw`\d{1,40}`;
+const VERSION_PATTERN = new RegExp(`^${PART}:${PART}:${PART}(?::${PART})?$`);
 
 /** `binlog.000042` -> 42. Throws on a name without a numeric suffix (never seen on MySQL or MariaDB). */
 export function binlogFileIndex(filename: string): number {
@@ -17,19 +30,82 @@ export function binlogFileIndex(filename: string): number {
   return Number(match[1]);
 }
 
-export function makeVersion(filename: string, txPosition: number, seq: number): Version {
-  return [
-    String(binlogFileIndex(filename)).padStart(FILE_DIGITS, '0'),
-    String(txPosition).padStart(POS_DIGITS, '0'),
-    String(seq).padStart(SEQ_DIGITS, '0'),
-  ].join(':');
+/**
+ * The version of the `seq`-th change (from 1) of the transaction that starts at `txPosition` of
+ * binlog file `filename`, read in source epoch `epoch`.
+ */
+export function makeVersion(epoch: number, filename: string, txPosition: number, seq: number): Version {
+  for (const [name, value] of [
+    ['epoch', epoch],
+    ['txPosition', txPosition],
+    ['seq', seq],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(`version ${name} must be a non-negative integer, got ${value}`);
+    }
+  }
+  return `${epoch}:${binlogFileIndex(filename)}:${txPosition}:${seq}`;
 }
 
-/** Negative if a is older than b, 0 if equal, positive if newer. */
-export function compareVersions(a: Version, b: Version): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+/**
+ * A version that sorts after every change of a transaction that started before `position` of
+ * `filename` (in `epoch`, and of every earlier epoch or file) and before every change of a
+ * transaction that starts at or after it. A snapshot read at binlog position P writes with
+ * `versionBefore(P)`: a change committed before the read loses to it, one committed after wins.
+ */
+export function versionBefore(epoch: number, filename: string, position: number): Version {
+  return makeVersion(epoch, filename, position, 0);
 }
 
+/** True for a version of either form (`epoch:file:pos:seq`, or the legacy `file:pos:seq`). */
 export function isVersion(value: unknown): value is Version {
-  return typeof value === 'string' && /^\d{10}:\d{16}:\d{7}$/.test(value);
+  return typeof value === 'string' && VERSION_PATTERN.test(value);
 }
+
+/** The parts of a version as canonical digit strings (no leading zeros; 0 is ''), epoch first. */
+function canonicalParts(version: Version): string[] {
+  const parts = version.split(':').map((p) => p.replace(/^0+/, ''));
+  if (parts.length === 3) parts.unshift('');
+  return parts;
+}
+
+/** Negative if a is older than b, 0 if they are the same change, positive if a is newer. */
+export function compareVersions(a: Version, b: Version): number {
+  const x = canonicalParts(a);
+  const y = canonicalParts(b);
+  for (let i = 0; i < 4; i++) {
+    const p = x[i] ?? '';
+    const q = y[i] ?? '';
+    if (p.length !== q.length) return p.length < q.length ? -1 : 1;
+    if (p !== q) return p < q ? -1 : 1;
+  }
+  return 0;
+}
+
+/** The source epoch a version was read in (0 for a legacy version). */
+export function versionEpoch(version: Version): number {
+  return Number(canonicalParts(version)[0] || '0');
+}
+
+/**
+ * The same comparison in Lua, for the Redis scripts: defines `cs_compare_versions(a, b)`, returning
+ * -1, 0 or 1 like {@link compareVersions}. Every script that compares versions starts with it, so
+ * TypeScript and Redis can never disagree on an order.
+ */
+export const VERSION_COMPARE_LUA = `
+local function cs_version_parts(v)
+  local parts = {}
+  for p in string.gmatch(v, '[^:]+') do parts[#parts + 1] = (string.gsub(p, '^0+', '')) end
+  if #parts == 3 then table.insert(parts, 1, '') end
+  return parts
+end
+local function cs_compare_versions(a, b)
+  local x, y = cs_version_parts(a), cs_version_parts(b)
+  for i = 1, 4 do
+    local p, q = x[i] or '', y[i] or ''
+    if #p ~= #q then if #p < #q then return -1 else return 1 end end
+    if p ~= q then if p < q then return -1 else return 1 end end
+  end
+  return 0
+end
+`;

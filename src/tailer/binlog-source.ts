@@ -28,6 +28,8 @@ export type SourceItem =
   | { kind: 'commit'; position: BinlogPosition; commitTsMs: number };
 
 export interface BinlogSourceOptions {
+  /** Source epoch of every version this source reads (see version.ts). */
+  epoch: number;
   connection: { host: string; port: number; user: string; password: string; connectTimeout?: number };
   serverId: number;
   /** Mapped tables, as `db.table`; changes of other tables are not read. */
@@ -234,7 +236,7 @@ export class BinlogSource {
       this.txKey = txKey;
       this.seq = 0;
     }
-    const version = makeVersion(filename, position, this.seq++);
+    const version = makeVersion(this.opts.epoch, filename, position, ++this.seq);
     return {
       file: filename,
       pos: position,

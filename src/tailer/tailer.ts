@@ -165,6 +165,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       async () => {
         if (this.closing) return;
         const source = new BinlogSource({
+          epoch: 0,
           connection: {
             host: this.opts.config.source.host,
             port: this.opts.config.source.port,

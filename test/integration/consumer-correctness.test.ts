@@ -393,7 +393,7 @@ describe('two rows sharing a key, their changes out of order across partitions',
         file: 'binlog.000007',
         pos,
         ts_ms: Date.now(),
-        version: makeVersion('binlog.000007', pos, 0),
+        version: makeVersion(1, 'binlog.000007', pos, 1),
       },
       ts_ms: Date.now(),
     });

@@ -6,7 +6,7 @@ import { MessageError } from '../../src/core/errors.js';
 import { KeyTemplate } from '../../src/core/key-template.js';
 import { makeVersion } from '../../src/core/version.js';
 
-const V = makeVersion('binlog.000001', 100, 0);
+const V = makeVersion(1, 'binlog.000001', 100, 1);
 
 function key(template: string, extra: Partial<CompiledKey> = {}): CompiledKey {
   return {

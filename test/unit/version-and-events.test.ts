@@ -8,16 +8,78 @@ import {
 import { parseTableDdl } from '../../src/core/ddl.js';
 import { backoffDelay, isRetriable, retry } from '../../src/core/retry.js';
 import { MessageError, UnavailableError } from '../../src/core/errors.js';
-import { compareVersions, makeVersion } from '../../src/core/version.js';
+import {
+  compareVersions,
+  isVersion,
+  makeVersion,
+  versionBefore,
+  versionEpoch,
+} from '../../src/core/version.js';
 
 describe('versions', () => {
-  it('order by file, then transaction position, then sequence', () => {
-    const a = makeVersion('binlog.000009', 999_999, 5);
-    const b = makeVersion('binlog.000010', 4, 0);
-    const c = makeVersion('binlog.000010', 4, 1);
-    const d = makeVersion('binlog.000010', 120, 0);
-    expect([d, c, a, b].sort(compareVersions)).toEqual([a, b, c, d]);
-    expect(a < b && b < c && c < d).toBe(true);
+  it('order by epoch, then file, then transaction position, then sequence', () => {
+    const a = makeVersion(0, 'binlog.000009', 999_999, 5);
+    const b = makeVersion(0, 'binlog.000010', 4, 1);
+    const c = makeVersion(0, 'binlog.000010', 4, 2);
+    const d = makeVersion(0, 'binlog.000010', 120, 1);
+    const e = makeVersion(1, 'binlog.000001', 4, 1);
+    expect([e, d, c, a, b].sort(compareVersions)).toEqual([a, b, c, d, e]);
+  });
+
+  it('compare parts as integers, not as text', () => {
+    expect(compareVersions('1:9:100:1', '1:10:4:1')).toBeLessThan(0);
+    expect(compareVersions('1:2:99:1', '1:2:100:1')).toBeLessThan(0);
+    expect(compareVersions('9:2:3:4', '10:1:1:1')).toBeLessThan(0);
+    expect(compareVersions('1:2:3:4', '01:002:3:0004')).toBe(0);
+    expect(compareVersions('1:2:3:5', '1:2:3:4')).toBeGreaterThan(0);
+  });
+
+  it('version row 10 000 000 of a transaction, and beyond, after row 9 999 999', () => {
+    const row = (seq: number) => makeVersion(3, 'binlog.000002', 4, seq);
+    expect(isVersion(row(10_000_000))).toBe(true);
+    expect(compareVersions(row(9_999_999), row(10_000_000))).toBeLessThan(0);
+    expect(compareVersions(row(10_000_000), row(123_456_789_012))).toBeLessThan(0);
+    expect(compareVersions(row(10_000_000), makeVersion(3, 'binlog.000002', 5, 1))).toBeLessThan(0);
+  });
+
+  it('read a legacy fixed-width version as epoch 0', () => {
+    const legacy = '0000000003:0000000000012345:0000002';
+    expect(isVersion(legacy)).toBe(true);
+    expect(versionEpoch(legacy)).toBe(0);
+    expect(compareVersions(legacy, '0:3:12345:2')).toBe(0);
+    expect(compareVersions(legacy, makeVersion(0, 'binlog.000003', 12345, 3))).toBeLessThan(0);
+    expect(compareVersions(legacy, makeVersion(0, 'binlog.000004', 4, 1))).toBeLessThan(0);
+    expect(compareVersions(legacy, makeVersion(1, 'binlog.000001', 4, 1))).toBeLessThan(0);
+    expect(compareVersions('0000000009:0000000000000004:0000000', legacy)).toBeGreaterThan(0);
+  });
+
+  it('put versionBefore(P) after the transactions that started before P and before the rest', () => {
+    const cut = versionBefore(2, 'binlog.000005', 1000);
+    expect(isVersion(cut)).toBe(true);
+    const before = [
+      makeVersion(2, 'binlog.000005', 999, 1),
+      makeVersion(2, 'binlog.000005', 4, 10_000_000),
+      makeVersion(2, 'binlog.000004', 5000, 3),
+      makeVersion(1, 'binlog.000009', 9000, 1),
+      '0000000009:0000000000009000:0000000',
+    ];
+    const after = [
+      makeVersion(2, 'binlog.000005', 1000, 1),
+      makeVersion(2, 'binlog.000005', 1001, 1),
+      makeVersion(2, 'binlog.000006', 4, 1),
+      makeVersion(3, 'binlog.000001', 4, 1),
+    ];
+    for (const v of before) expect(compareVersions(v, cut)).toBeLessThan(0);
+    for (const v of after) expect(compareVersions(cut, v)).toBeLessThan(0);
+  });
+
+  it('reject what is not a version', () => {
+    for (const v of ['', 'v1', '1:2', '1:2:3:4:5', '1:-2:3:4', '1.5:2:3:4', ' 1:2:3:4', 42, null]) {
+      expect(isVersion(v)).toBe(false);
+    }
+    expect(() => makeVersion(-1, 'binlog.000001', 4, 1)).toThrow(RangeError);
+    expect(() => makeVersion(0, 'binlog.000001', 4, 0.5)).toThrow(RangeError);
+    expect(() => makeVersion(0, 'binlog', 4, 1)).toThrow(RangeError);
   });
 });
 
@@ -34,7 +96,7 @@ describe('change events', () => {
       pos: 4,
       gtid: '0-1-3',
       ts_ms: 1,
-      version: makeVersion('binlog.000001', 4, 0),
+      version: makeVersion(0, 'binlog.000001', 4, 1),
     },
     ts_ms: 2,
   };
