@@ -168,11 +168,21 @@ function parseStart(value: string): StartPosition | undefined {
 }
 
 function parseTemplate(value: string): KeyTemplate {
+  let template: KeyTemplate;
   try {
-    return KeyTemplate.parse(value);
+    template = KeyTemplate.parse(value);
   } catch (err) {
     throw new Error(`got ${quote(value)}: ${(err as Error).message}`);
   }
+  if (!template.hasLiteralPrefix) {
+    // A truncate finds a table's keys by SCAN from the literal prefix: without one it would have
+    // to scan, and could claim, the application's keys.
+    throw new Error(
+      `got ${quote(value)}: a key template must start with literal text, like "user:{id}", so that ` +
+        'a truncate of the table finds its keys without touching others; put a fixed prefix first',
+    );
+  }
+  return template;
 }
 
 function checkRedisUrl(value: string): string {

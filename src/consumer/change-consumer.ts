@@ -253,7 +253,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     let outageAttempt = 0;
     while (work.length > 0) {
       const results = await Promise.allSettled(
-        work.map((p) => (p.error ? Promise.reject(p.error) : this.applier.apply(p.ops))),
+        work.map((p) => (p.error ? Promise.reject(p.error) : this.applier.apply(p.ops, { heartbeat, live }))),
       );
       const again: Pending[] = [];
       let outage: Error | undefined;

@@ -1,8 +1,10 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { CacheOp } from '../core/cache-plan.js';
 import { MessageError, UnavailableError } from '../core/errors.js';
+import { keyFilter, type KeyFilter } from '../core/key-filter.js';
 import { VERSION_COMPARE_LUA } from '../core/version.js';
 import { versionKeyFor } from '../core/version-guard.js';
+import { scanOwnedKeys, type ScanControl } from './key-scan.js';
 
 /** What happened to one op: written, or skipped because Redis already holds a newer change. */
 export type OpOutcome = 'applied' | 'stale';
@@ -12,7 +14,7 @@ export interface RedisApplierOptions {
   metaPrefix?: string;
   /** How long a key's version guard outlives its last change. Default 24 h. */
   versionTtlMs?: number;
-  /** Keys deleted per DEL while clearing a truncated table. Default 500. */
+  /** SCAN COUNT while clearing a truncated table. Default 500. */
   scanBatch?: number;
 }
 
@@ -115,12 +117,13 @@ export class RedisApplier {
   }
 
   /**
-   * Applies every op, concurrently but in order on each connection. Resolves one outcome per op, or
+   * Applies every op, concurrently but in order on each connection; `control` keeps a long
+   * table-level delete heartbeating and lets shutdown stop it. Resolves one outcome per op, or
    * rejects: UnavailableError when Redis itself failed (retry later), MessageError when Redis
    * rejected an op because of its content (wrong type, value too large).
    */
-  async apply(ops: readonly CacheOp[]): Promise<OpOutcome[]> {
-    const settled = await Promise.allSettled(ops.map((op) => this.applyOne(op)));
+  async apply(ops: readonly CacheOp[], control: ScanControl = {}): Promise<OpOutcome[]> {
+    const settled = await Promise.allSettled(ops.map((op) => this.applyOne(op, control)));
     const outcomes: OpOutcome[] = [];
     let messageError: MessageError | undefined;
     for (const [i, result] of settled.entries()) {
@@ -136,7 +139,7 @@ export class RedisApplier {
     return outcomes;
   }
 
-  private async applyOne(op: CacheOp): Promise<OpOutcome> {
+  private async applyOne(op: CacheOp, control: ScanControl): Promise<OpOutcome> {
     const verTtl = String(this.versionTtlMs);
     switch (op.kind) {
       case 'set':
@@ -169,25 +172,35 @@ export class RedisApplier {
         await this.redis.zadd(this.redeleteKey, 'GT', Date.now() + op.delayMs, op.key);
         return 'applied';
       case 'delMatching':
-        await this.deleteMatching(op.pattern);
+        await this.deleteOwned(keyFilter(op.template, op.kinds, this.metaPrefix), op.version, control);
         return 'applied';
     }
   }
 
-  /** Deletes every key matching a glob, on every master of a cluster; cachesync's own keys are spared. */
-  async deleteMatching(pattern: string): Promise<number> {
-    const nodes: Redis[] = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
+  /**
+   * Deletes every key a template owns (truncate or drop of its table), each through its version
+   * guard: a key a newer change wrote stays, and an older change arriving later is skipped. Throws
+   * UnavailableError if `control.live` stopped it, so nothing of it counts as applied.
+   */
+  async deleteOwned(filter: KeyFilter, version: string, control: ScanControl = {}): Promise<number> {
+    const verTtl = String(this.versionTtlMs);
     let deleted = 0;
-    for (const node of nodes) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', this.scanBatch);
-        cursor = next;
-        const mine = keys.filter((k) => !k.startsWith(this.metaPrefix));
-        // One DEL per key: keys of a cluster node may sit in different slots.
-        if (mine.length > 0)
-          deleted += (await Promise.all(mine.map((k) => node.del(k)))).reduce((a, b) => a + b, 0);
-      } while (cursor !== '0');
+    const complete = await scanOwnedKeys(
+      this.redis,
+      filter,
+      async (keys) => {
+        // One script per key: keys of a cluster node may sit in different slots.
+        const replies = await Promise.all(
+          keys.map((k) => this.scripted.csDelIfNewer(k, this.versionKey(k), version, verTtl)),
+        );
+        deleted += replies.filter((r) => r === 1).length;
+      },
+      { count: this.scanBatch, ...control },
+    );
+    if (!complete) {
+      throw new UnavailableError(
+        `stopped while deleting the keys of ${filter.template}; it is repeated later`,
+      );
     }
     return deleted;
   }
@@ -239,10 +252,6 @@ function defineScripts(redis: RedisClient): void {
   define('csHashIfNewer', 2, HASH_IF_NEWER);
   define('csDelIfNewer', 2, DEL_IF_NEWER);
   define('csZremIfScore', 1, ZREM_IF_SCORE);
-}
-
-function isCluster(redis: RedisClient): redis is Cluster {
-  return (redis as Partial<Cluster>).isCluster === true;
 }
 
 /** Reply errors Redis gives while it cannot serve, as opposed to errors about the command itself. */

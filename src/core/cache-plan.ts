@@ -1,7 +1,8 @@
 import type { CompiledKey, CompiledMapping } from '../config/types.js';
 import type { ChangeEvent } from './change-event.js';
 import { MessageError } from './errors.js';
-import type { Row } from './key-template.js';
+import type { ColumnKinds } from './key-filter.js';
+import type { KeyTemplate, Row } from './key-template.js';
 import { valueText } from './row-value.js';
 import type { Version } from './version.js';
 
@@ -18,8 +19,11 @@ export type CacheOp =
   | (OpBase & { kind: 'hash'; key: string; fields: Record<string, string>; ttlMs?: number })
   /** Delete `key` again once `delayMs` has passed (delayed double delete). */
   | (OpBase & { kind: 'redelete'; key: string; delayMs: number })
-  /** Delete every key matching a glob (truncate or drop of a table). */
-  | (OpBase & { kind: 'delMatching'; pattern: string });
+  /**
+   * Delete every key the template can render, given its columns' kinds (truncate or drop of a
+   * table); see key-filter.ts. Each delete goes through the key's version guard.
+   */
+  | (OpBase & { kind: 'delMatching'; template: KeyTemplate; kinds: ColumnKinds });
 
 export interface PlanOptions {
   /** Source of randomness for TTL jitter, in [0, 1). */
@@ -40,7 +44,8 @@ export function planCacheOps(
   if (event.op === 't') {
     return mapping.keys.map((k) => ({
       kind: 'delMatching',
-      pattern: k.template.toGlob(),
+      template: k.template,
+      kinds: event.columnKinds ?? {},
       path: k.path,
       version,
     }));

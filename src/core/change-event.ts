@@ -1,4 +1,4 @@
-import type { Row } from './key-template.js';
+import type { ColumnKind, Row } from './key-template.js';
 import { valueText } from './row-value.js';
 import { isVersion, type Version } from './version.js';
 
@@ -34,6 +34,11 @@ export interface ChangeEvent {
   source: ChangeSource;
   /** When the tailer read the change, epoch ms (for end-to-end latency). */
   ts_ms: number;
+  /**
+   * Table-level (`t`) changes: the kind of each key-template column, so consumers delete only the
+   * keys the templates can render (see key-filter.ts). Absent: every column counts as text.
+   */
+  columnKinds?: Record<string, ColumnKind>;
 }
 
 /** `<db>.<table>:<pk values joined by ':'>`, so one row's changes share a partition. */
@@ -71,5 +76,13 @@ export function decodeChangeEvent(value: Buffer | string | null): ChangeEvent {
   if (e.op === 'd' && !e.before) throw new Error('a delete needs a before image');
   if (e.op === 'u' && (!e.before || !e.after)) throw new Error('an update needs before and after images');
   if (!e.source || !isVersion(e.source.version)) throw new Error('source.version is missing or malformed');
+  if (
+    e.columnKinds !== undefined &&
+    (typeof e.columnKinds !== 'object' ||
+      e.columnKinds === null ||
+      Object.values(e.columnKinds).some((k) => k !== 'integer' && k !== 'text'))
+  ) {
+    throw new Error('columnKinds must map column names to "integer" or "text"');
+  }
   return e as ChangeEvent;
 }

@@ -1,7 +1,13 @@
-/** A statement that empties or removes whole tables, so every key of their templates must go. */
+/**
+ * A statement that empties, removes or replaces whole tables, so every key of their templates must
+ * go: TRUNCATE, DROP TABLE, RENAME TABLE (either name: the old one is gone, the new one holds other
+ * rows), DROP DATABASE, and the partition operations that remove or swap rows.
+ */
 export interface TableDdl {
-  kind: 'truncate' | 'drop';
+  kind: 'truncate' | 'drop' | 'rename' | 'partition' | 'dropDatabase';
   tables: { db: string; table: string }[];
+  /** DROP DATABASE: every table of these databases. */
+  databases?: string[];
 }
 
 const IDENT = String.raw`(?:\x60(?:[^\x60]|\x60\x60)+\x60|[\w$]+)`;
@@ -11,10 +17,35 @@ const DROP = new RegExp(
   String.raw`^DROP\s+(?:TEMPORARY\s+)?TABLES?\s+(?:IF\s+EXISTS\s+)?(${QUALIFIED}(?:\s*,\s*${QUALIFIED})*)(?:\s+(?:RESTRICT|CASCADE))?\s*;?$`,
   'i',
 );
+const RENAME = new RegExp(
+  String.raw`^RENAME\s+TABLES?\s+(?:IF\s+EXISTS\s+)?((?:${QUALIFIED})(?:\s+(?:WAIT\s+\d+|NOWAIT))?\s+TO\s+(?:${QUALIFIED})(?:\s*,\s*(?:${QUALIFIED})(?:\s+(?:WAIT\s+\d+|NOWAIT))?\s+TO\s+(?:${QUALIFIED}))*)\s*;?$`,
+  'i',
+);
+const RENAME_PAIR = new RegExp(
+  String.raw`^(${QUALIFIED})(?:\s+(?:WAIT\s+\d+|NOWAIT))?\s+TO\s+(${QUALIFIED})$`,
+  'i',
+);
+const ALTER = new RegExp(
+  String.raw`^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?(${QUALIFIED})\s+([\s\S]*)$`,
+  'i',
+);
+const ALTER_RENAME = new RegExp(
+  String.raw`(?:^|,)\s*RENAME\s+(?!COLUMN\b|INDEX\b|KEY\b)(?:TO\s+|AS\s+)?(${QUALIFIED})`,
+  'i',
+);
+const ALTER_EXCHANGE = new RegExp(
+  String.raw`\bEXCHANGE\s+PARTITION\s+${IDENT}\s+WITH\s+TABLE\s+(${QUALIFIED})`,
+  'i',
+);
+const ALTER_EMPTIES_PARTITION = /\b(?:TRUNCATE|DROP)\s+PARTITION\b/i;
+const DROP_DATABASE = new RegExp(
+  String.raw`^DROP\s+(?:DATABASE|SCHEMA)\s+(?:IF\s+EXISTS\s+)?(${IDENT})\s*;?$`,
+  'i',
+);
 
 /**
- * Recognises TRUNCATE and DROP TABLE in a binlog query event (TRUNCATE writes no row events).
- * Returns undefined for any other statement. `schema` is the statement's default database.
+ * Recognises the statements of {@link TableDdl} in a binlog query event (they write no row
+ * events). Returns undefined for any other statement. `schema` is the statement's default database.
  */
 export function parseTableDdl(query: string, schema: string): TableDdl | undefined {
   const sql = stripComments(query).trim();
@@ -22,6 +53,27 @@ export function parseTableDdl(query: string, schema: string): TableDdl | undefin
   if (truncate?.[1]) return { kind: 'truncate', tables: [qualify(truncate[1], schema)] };
   const drop = DROP.exec(sql);
   if (drop?.[1]) return { kind: 'drop', tables: splitList(drop[1]).map((t) => qualify(t, schema)) };
+  const rename = RENAME.exec(sql);
+  if (rename?.[1]) {
+    const tables = splitList(rename[1]).flatMap((pair) => {
+      const names = RENAME_PAIR.exec(pair);
+      return names?.[1] && names[2] ? [qualify(names[1], schema), qualify(names[2], schema)] : [];
+    });
+    return { kind: 'rename', tables };
+  }
+  const dropDatabase = DROP_DATABASE.exec(sql);
+  if (dropDatabase?.[1]) {
+    return { kind: 'dropDatabase', tables: [], databases: [qualify(dropDatabase[1], '').table] };
+  }
+  const alter = ALTER.exec(sql);
+  if (alter?.[1] && alter[2] !== undefined) {
+    const table = qualify(alter[1], schema);
+    const renamed = ALTER_RENAME.exec(alter[2]);
+    if (renamed?.[1]) return { kind: 'rename', tables: [table, qualify(renamed[1], schema)] };
+    const exchange = ALTER_EXCHANGE.exec(alter[2]);
+    if (exchange?.[1]) return { kind: 'partition', tables: [table, qualify(exchange[1], schema)] };
+    if (ALTER_EMPTIES_PARTITION.test(alter[2])) return { kind: 'partition', tables: [table] };
+  }
   return undefined;
 }
 

@@ -9,7 +9,7 @@ import ZongJi, {
 import type { StartPosition } from '../config/types.js';
 import type { ChangeEvent, Op } from '../core/change-event.js';
 import { parseTableDdl } from '../core/ddl.js';
-import type { Row } from '../core/key-template.js';
+import type { ColumnKind, Row } from '../core/key-template.js';
 import { normalizeRow } from '../core/row-value.js';
 import { makeVersion } from '../core/version.js';
 
@@ -34,6 +34,8 @@ export interface BinlogSourceOptions {
   serverId: number;
   /** Mapped tables, as `db.table`; changes of other tables are not read. */
   tables: ReadonlySet<string>;
+  /** Kinds of each mapped table's key-template columns, carried by its table-level changes. */
+  columnKinds?: ReadonlyMap<string, Record<string, ColumnKind>>;
   onItem: (item: SourceItem) => void;
   /** The stream broke: the owner stops this source and starts a new one from its last commit. */
   onError: (err: Error) => void;
@@ -208,8 +210,14 @@ export class BinlogSource {
     const ddl = parseTableDdl(event.query, event.schema);
     if (!ddl) return;
     const readAt = this.now();
-    for (const { db, table } of ddl.tables) {
-      if (!this.opts.tables.has(`${db}.${table}`)) continue;
+    const affected = new Set(ddl.tables.map(({ db, table }) => `${db}.${table}`));
+    for (const mapped of this.opts.tables) {
+      if (ddl.databases?.includes(splitTable(mapped)[0])) affected.add(mapped);
+    }
+    for (const qualified of affected) {
+      if (!this.opts.tables.has(qualified)) continue;
+      const [db, table] = splitTable(qualified);
+      const columnKinds = this.opts.columnKinds?.get(qualified);
       this.opts.onItem({
         kind: 'change',
         event: {
@@ -221,6 +229,7 @@ export class BinlogSource {
           after: null,
           source: this.source(event),
           ts_ms: readAt,
+          ...(columnKinds ? { columnKinds } : {}),
         },
       });
     }

@@ -1,6 +1,8 @@
 import mysql from 'mysql2/promise';
 import type { CompiledConfig } from '../config/types.js';
 import type { Finding } from '../core/finding.js';
+import { columnKindOf } from '../core/key-filter.js';
+import type { ColumnKind } from '../core/key-template.js';
 import { splitTable } from './binlog-source.js';
 
 /** A plain (non-replication) connection as the configured CDC user. */
@@ -59,6 +61,35 @@ export async function mappingProblems(
   try {
     const findings = await checkTables(conn, config.mappings);
     return findings.filter((f) => !f.ok).map((f) => `${f.what}: ${f.why ?? ''}`);
+  } finally {
+    await conn.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The kind (integer or text) of every key-template column of every mapped table, by `db.table`:
+ * table-level changes carry them so that only keys the templates can render are deleted.
+ */
+export async function readColumnKinds(
+  config: Pick<CompiledConfig, 'source' | 'mappings'>,
+): Promise<Map<string, Record<string, ColumnKind>>> {
+  const conn = await connectToSource(config.source);
+  try {
+    const kinds = new Map<string, Record<string, ColumnKind>>();
+    for (const mapping of config.mappings) {
+      const [rows] = await conn.query<mysql.RowDataPacket[]>(
+        'SELECT COLUMN_NAME AS name, DATA_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+        [mapping.db, mapping.name],
+      );
+      const types = new Map(rows.map((r) => [String(r.name), String(r.type)]));
+      const table: Record<string, ColumnKind> = {};
+      for (const column of new Set(mapping.keys.flatMap((k) => k.template.columns))) {
+        const type = types.get(column);
+        if (type !== undefined) table[column] = columnKindOf(type);
+      }
+      kinds.set(mapping.table, table);
+    }
+    return kinds;
   } finally {
     await conn.end().catch(() => undefined);
   }

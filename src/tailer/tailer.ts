@@ -9,7 +9,9 @@ import { binlogFileIndex } from '../core/version.js';
 import { createKafka, ensureTopics, partitionCount } from '../kafka/kafka-client.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
+import { readColumnKinds } from './source-checks.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
 export type TailerState =
@@ -37,6 +39,8 @@ export interface TailerOptions {
   checkpoints?: CheckpointStore;
   /** Backoff between binlog reconnects and failed produce requests. */
   backoff?: BackoffPolicy;
+  /** Kinds of the key-template columns by table; read from the database when not given. */
+  columnKinds?: ReadonlyMap<string, Record<string, ColumnKind>>;
 }
 
 const COMMIT_SAVE_INTERVAL_MS = 1000;
@@ -92,6 +96,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     const checkpoints =
       opts.checkpoints ?? new KafkaCheckpointStore(kafka, opts.config.kafka.checkpointTopic);
     const checkpoint = await checkpoints.load();
+    const columnKinds = opts.columnKinds ?? (await readColumnKinds(opts.config));
     const partitions = await partitionCount(kafka, opts.config.kafka.topic);
     const producer = kafka.producer({
       idempotent: true,
@@ -99,7 +104,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       createPartitioner: Partitioners.DefaultPartitioner,
     });
     await producer.connect();
-    return new Tailer(opts, producer, checkpoints, partitions, checkpoint);
+    return new Tailer({ ...opts, columnKinds }, producer, checkpoints, partitions, checkpoint);
   }
 
   get state(): TailerState {
@@ -175,6 +180,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           },
           serverId: this.opts.config.source.serverId,
           tables: this.tables,
+          columnKinds: this.opts.columnKinds,
           onItem: (item) => this.enqueue(item),
           onError: (err) => this.onSourceError(source, err),
         });

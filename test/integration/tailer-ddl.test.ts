@@ -13,6 +13,11 @@ describe('table-level changes and schema changes', () => {
         `CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(8,2))`,
         `CREATE TABLE {db}.tags (id INT PRIMARY KEY, tag VARCHAR(20))`,
         `CREATE TABLE {db}.notes (id INT PRIMARY KEY, body VARCHAR(20))`,
+        `CREATE TABLE {db}.moved (id INT PRIMARY KEY)`,
+        `CREATE TABLE {db}.parts (id INT PRIMARY KEY) PARTITION BY RANGE (id)
+           (PARTITION p0 VALUES LESS THAN (100), PARTITION p1 VALUES LESS THAN MAXVALUE)`,
+        `CREATE DATABASE {db}_x`,
+        `CREATE TABLE {db}_x.things (id INT PRIMARY KEY)`,
       ],
       mappings: `
   - table: {db}.items
@@ -29,6 +34,18 @@ describe('table-level changes and schema changes', () => {
   - table: {db}.notes
     keys:
       - key: "{p}note:{id}"
+        action: refresh
+  - table: {db}.moved
+    keys:
+      - key: "{p}moved:{id}"
+        action: refresh
+  - table: {db}.parts
+    keys:
+      - key: "{p}part:{id}"
+        action: refresh
+  - table: {db}_x.things
+    keys:
+      - key: "{p}thing:{id}"
         action: refresh`,
     });
     runtime = await pipeline.start();
@@ -36,6 +53,7 @@ describe('table-level changes and schema changes', () => {
   });
 
   afterAll(async () => {
+    await pipeline?.sql.query(`DROP DATABASE IF EXISTS ${pipeline.db}_x`);
     await pipeline?.cleanup();
   });
 
@@ -47,11 +65,19 @@ describe('table-level changes and schema changes', () => {
       () => redis.exists(`${p}item:3`, `${p}item:name:c`, `${p}tag:1`),
       (n) => n === 3,
     );
+    // Application keys that share the templates' prefixes but that they cannot render
+    // (`item:{id}` has an integer id).
+    await redis.set(`${p}item:session:abc`, 'app');
+    await redis.set(`${p}item:7:orders`, 'app');
     await sql.query(`TRUNCATE TABLE ${db}.items`);
     await eventually(
       async () => (await pipeline.keys()).filter((k) => k.startsWith(`${p}item`)),
-      (k) => k.length === 0,
+      (k) => k.length === 2,
     );
+    expect((await pipeline.keys()).filter((k) => k.startsWith(`${p}item`))).toEqual([
+      `${p}item:7:orders`,
+      `${p}item:session:abc`,
+    ]);
     expect(await redis.exists(`${p}tag:1`)).toBe(1);
     // The table lives on: new rows are cached again.
     await sql.query(`INSERT INTO ${db}.items VALUES (4, 'd', 4)`);
@@ -74,6 +100,38 @@ describe('table-level changes and schema changes', () => {
       (k) => k.length === 0,
     );
     await sql.query(`CREATE TABLE ${db}.notes (id INT PRIMARY KEY, body VARCHAR(20))`);
+  });
+
+  it('RENAME TABLE away from a mapped name, DROP DATABASE and TRUNCATE PARTITION delete the keys', async () => {
+    const { sql, db, redis, p } = pipeline;
+    await sql.query(`INSERT INTO ${db}.moved VALUES (1), (2)`);
+    await sql.query(`INSERT INTO ${db}.parts VALUES (1), (150)`);
+    await sql.query(`INSERT INTO ${db}_x.things VALUES (1), (2)`);
+    await eventually(
+      () =>
+        redis.exists(
+          `${p}moved:1`,
+          `${p}moved:2`,
+          `${p}part:1`,
+          `${p}part:150`,
+          `${p}thing:1`,
+          `${p}thing:2`,
+        ),
+      (n) => n === 6,
+    );
+    await sql.query(`RENAME TABLE ${db}.moved TO ${db}.moved_away`);
+    await sql.query(`ALTER TABLE ${db}.parts TRUNCATE PARTITION p0`);
+    await sql.query(`DROP DATABASE ${db}_x`);
+    await eventually(
+      async () => (await pipeline.keys()).filter((k) => /(moved|part|thing):/.test(k)),
+      (k) => k.length === 0,
+    );
+    // A key does not say which partition its row was in, so a partition operation clears every key
+    // of the table: row 150 (partition p1) is read from the database again on its next miss.
+    expect(await redis.exists(`${p}part:150`)).toBe(0);
+    await sql.query(`RENAME TABLE ${db}.moved_away TO ${db}.moved`);
+    await sql.query(`CREATE DATABASE ${db}_x`);
+    await sql.query(`CREATE TABLE ${db}_x.things (id INT PRIMARY KEY)`);
   });
 
   it('ALTER TABLE mid-stream (add, reorder, drop columns) keeps later refresh values right', async () => {

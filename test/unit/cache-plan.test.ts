@@ -70,11 +70,12 @@ describe('planCacheOps: invalidate', () => {
     ).toEqual(['user:1']);
   });
 
-  it('truncate deletes every key of every template', () => {
-    const ops = planCacheOps({ ...change('t', null, null), pk: {} }, m);
-    expect(ops).toMatchObject([
-      { kind: 'delMatching', pattern: 'user:*' },
-      { kind: 'delMatching', pattern: 'user:email:*' },
+  it('truncate deletes every key of every template, knowing the column kinds', () => {
+    const kinds = { id: 'integer' } as const;
+    const ops = planCacheOps({ ...change('t', null, null), pk: {}, columnKinds: kinds }, m);
+    expect(ops.map((o) => o.kind === 'delMatching' && [o.template.source, o.kinds])).toEqual([
+      ['user:{id}', kinds],
+      ['user:email:{email}', kinds],
     ]);
   });
 });

@@ -369,6 +369,7 @@ describe('loadConfig: problems', () => {
         mappings: keys(
           '      - key: "user:{id"\n        action: invalidate',
           '      - key: "users:all"\n        action: invalidate',
+          '      - key: "{id}:user"\n        action: invalidate',
         ),
       }),
     );
@@ -376,6 +377,8 @@ describe('loadConfig: problems', () => {
       'mappings[0].keys[0].key: got "user:{id": "{" at offset 5 is never closed; write "{{" for a literal brace',
       'mappings[0].keys[1].key: got "users:all": a key template needs at least one {column} placeholder, or ' +
         'every row maps to one key',
+      'mappings[0].keys[2].key: got "{id}:user": a key template must start with literal text, like ' +
+        '"user:{id}", so that a truncate of the table finds its keys without touching others; put a fixed prefix first',
     ]);
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MessageError } from '../../src/core/errors.js';
+import { columnKindOf, keyFilter } from '../../src/core/key-filter.js';
 import { KeyTemplate } from '../../src/core/key-template.js';
 
 describe('KeyTemplate', () => {
@@ -64,5 +65,39 @@ describe('KeyTemplate.matcher', () => {
   it('knows whether the template starts with literal text', () => {
     expect(KeyTemplate.parse('user:{id}').hasLiteralPrefix).toBe(true);
     expect(KeyTemplate.parse('{id}:user').hasLiteralPrefix).toBe(false);
+  });
+});
+
+describe('keyFilter', () => {
+  it('owns the keys the template renders for its column kinds, never cachesync keys', () => {
+    const filter = keyFilter(KeyTemplate.parse('user:{id}'), { id: 'integer' }, 'cachesync:');
+    expect(filter.glob).toBe('user:*');
+    expect(['user:1', 'user:-3', 'user:session:abc', 'user:1:x'].filter(filter.owns)).toEqual([
+      'user:1',
+      'user:-3',
+    ]);
+    const text = keyFilter(KeyTemplate.parse('user:{name}'), {}, 'user:meta:');
+    expect(['user:ann', 'user:session:abc', 'user:meta:v:user:1'].filter(text.owns)).toEqual([
+      'user:ann',
+      'user:session:abc',
+    ]);
+  });
+
+  it('refuses a template with no literal prefix rather than scan everything', () => {
+    expect(() => keyFilter(KeyTemplate.parse('{id}:user'), {}, 'cachesync:')).toThrow(
+      'has no literal prefix',
+    );
+  });
+
+  it('knows which column types render integers', () => {
+    expect(['INT', 'bigint', 'tinyint', 'year', 'decimal', 'varchar', 'char'].map(columnKindOf)).toEqual([
+      'integer',
+      'integer',
+      'integer',
+      'integer',
+      'text',
+      'text',
+      'text',
+    ]);
   });
 });

@@ -139,9 +139,63 @@ describe('parseTableDdl', () => {
     expect(parseTableDdl(sql, schema)).toEqual(expected);
   });
 
+  it.each([
+    [
+      'RENAME TABLE users TO users_old, `shop`.users_new TO shop.`users`',
+      's',
+      {
+        kind: 'rename',
+        tables: [
+          { db: 's', table: 'users' },
+          { db: 's', table: 'users_old' },
+          { db: 'shop', table: 'users_new' },
+          { db: 'shop', table: 'users' },
+        ],
+      },
+    ],
+    [
+      'ALTER TABLE shop.users RENAME TO archive.users',
+      's',
+      {
+        kind: 'rename',
+        tables: [
+          { db: 'shop', table: 'users' },
+          { db: 'archive', table: 'users' },
+        ],
+      },
+    ],
+    ['DROP DATABASE IF EXISTS `shop`', 's', { kind: 'dropDatabase', tables: [], databases: ['shop'] }],
+    ['drop schema shop', 's', { kind: 'dropDatabase', tables: [], databases: ['shop'] }],
+    [
+      'ALTER TABLE t TRUNCATE PARTITION p0, p1',
+      's',
+      { kind: 'partition', tables: [{ db: 's', table: 't' }] },
+    ],
+    ['ALTER TABLE `t` DROP PARTITION p0', 's', { kind: 'partition', tables: [{ db: 's', table: 't' }] }],
+    [
+      'ALTER TABLE t EXCHANGE PARTITION p0 WITH TABLE other.t2',
+      's',
+      {
+        kind: 'partition',
+        tables: [
+          { db: 's', table: 't' },
+          { db: 'other', table: 't2' },
+        ],
+      },
+    ],
+  ])('%s', (sql, schema, expected) => {
+    expect(parseTableDdl(sql, schema)).toEqual(expected);
+  });
+
   it('ignores other statements', () => {
     expect(parseTableDdl('ALTER TABLE t ADD c INT', 's')).toBeUndefined();
-    expect(parseTableDdl('DROP DATABASE s', 's')).toBeUndefined();
+    expect(parseTableDdl('ALTER TABLE t RENAME COLUMN a TO b', 's')).toBeUndefined();
+    expect(parseTableDdl('ALTER TABLE t RENAME INDEX a TO b', 's')).toBeUndefined();
+    expect(
+      parseTableDdl('ALTER TABLE t ADD PARTITION (PARTITION p9 VALUES LESS THAN (9))', 's'),
+    ).toBeUndefined();
+    expect(parseTableDdl('ALTER TABLE t DROP COLUMN c', 's')).toBeUndefined();
+    expect(parseTableDdl('CREATE DATABASE s', 's')).toBeUndefined();
   });
 });
 
