@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { runCheck } from './commands/check.js';
 import { dlqList, dlqReplay } from './commands/dlq.js';
+import { runNewEpoch } from './commands/new-epoch.js';
 import { runStatus } from './commands/status.js';
 import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { CompiledConfig } from './config/types.js';
@@ -75,6 +76,16 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (opts: CommonOptions & { json?: boolean }) => {
       const config = await load(opts);
       setExit(await runStatus(config, quietLogger(config), opts));
+    });
+
+  withConfig(program.command('new-epoch'))
+    .description(
+      'after restoring the database from a backup: start a new source epoch, so every change read from --start on is newer than every change read before (run with the tailer stopped)',
+    )
+    .option('--start <position>', 'end (default), beginning, a GTID position, or file:pos')
+    .action(async (opts: CommonOptions & { start?: string }) => {
+      const config = await load(opts);
+      setExit(await runNewEpoch(config, quietLogger(config), opts));
     });
 
   const dlq = program.command('dlq').description('dead letters: list them, replay them');

@@ -7,7 +7,17 @@ import { formatTable } from './format-table.js';
 
 /** What `cachesync status` reports. */
 export interface Status {
-  checkpoint: { file: string; pos: number; gtidSet?: string; commitTime: string; savedAt: string } | null;
+  checkpoint: {
+    file: string;
+    pos: number;
+    gtidSet?: string;
+    /** Source epoch of the changes read up to the checkpoint. */
+    epoch: number;
+    /** Server the position belongs to, when known. */
+    server?: string;
+    commitTime: string;
+    savedAt: string;
+  } | null;
   source: { file: string; pos: number; gtidSet?: string } | null;
   /** Seconds the checkpoint is behind the source head; 0 when caught up. */
   sourceLagSeconds: number | null;
@@ -30,7 +40,7 @@ export async function runStatus(
   const cp = status.checkpoint;
   const src = status.source;
   const lines = [
-    `checkpoint   ${cp ? `${cp.file}:${cp.pos}${cp.gtidSet ? ` (gtid ${cp.gtidSet})` : ''}, commit time ${cp.commitTime}, stored ${cp.savedAt}` : 'none yet (the tailer has not run)'}`,
+    `checkpoint   ${cp ? `${cp.file}:${cp.pos}${cp.gtidSet ? ` (gtid ${cp.gtidSet})` : ''}, epoch ${cp.epoch}${cp.server ? ` on ${cp.server}` : ''}, commit time ${cp.commitTime}, stored ${cp.savedAt}` : 'none yet (the tailer has not run)'}`,
     `source head  ${src ? `${src.file}:${src.pos}${src.gtidSet ? ` (gtid ${src.gtidSet})` : ''}` : 'unreachable'}`,
     `source lag   ${status.sourceLagSeconds === null ? 'unknown' : status.sourceLagSeconds === 0 ? '0 s (caught up)' : `${status.sourceLagSeconds.toFixed(1)} s`}`,
     `dlq depth    ${status.dlqDepth} message(s) on ${config.kafka.dlqTopic}`,
@@ -88,6 +98,8 @@ export async function collectStatus(config: CompiledConfig, logger: Logger): Pro
             file: checkpoint.file,
             pos: checkpoint.pos,
             ...(checkpoint.gtidSet ? { gtidSet: checkpoint.gtidSet } : {}),
+            epoch: checkpoint.epoch,
+            ...(checkpoint.server ? { server: checkpoint.server } : {}),
             commitTime: new Date(checkpoint.commitTsMs).toISOString(),
             savedAt: new Date(checkpoint.savedAtMs).toISOString(),
           }

@@ -25,7 +25,7 @@ const UUID = '[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-
 const MYSQL_GTID_ENTRY = `${UUID}(?::(?:[A-Za-z_][A-Za-z0-9_]{0,31}|\\d+(?:-\\d+)?))+`;
 const MYSQL_GTID = new RegExp(`^${MYSQL_GTID_ENTRY}(?:,${MYSQL_GTID_ENTRY})*$`);
 const FILE_POSITION = /^([^\s:]+\.\d+):(\d+)$/;
-const START_FORMS =
+export const START_FORMS =
   'end, beginning, a GTID position (0-1-1234, or uuid:1-5 on MySQL) or file:position (binlog.000003:4)';
 
 /** Marks the catch-all check that stands in for each unknown key, so its issue can be reworded. */
@@ -149,7 +149,8 @@ function issueAt(ctx: Refinement, path: PropertyKey[], message: string): void {
 // ---------------------------------------------------------------------------------------------
 // Field parsers
 
-function parseStart(value: string): StartPosition | undefined {
+/** `end`, `beginning`, a GTID position or set, or `file:pos`; undefined for anything else. */
+export function parseStart(value: string): StartPosition | undefined {
   const trimmed = value.trim();
   if (trimmed === 'end' || trimmed === 'beginning') return { kind: trimmed };
   const file = FILE_POSITION.exec(trimmed);

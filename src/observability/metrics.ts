@@ -51,6 +51,10 @@ export class Metrics {
     'cachesync_checkpoint_timestamp_seconds',
     'Commit time of the transaction the stored checkpoint points after',
   );
+  readonly sourceEpoch = this.gauge(
+    'cachesync_source_epoch',
+    'Source epoch the tailer reads in: it moves on after a failover, RESET MASTER or restore',
+  );
   readonly checkpointPosition = this.gauge(
     'cachesync_checkpoint_position',
     'Binlog file index and offset of the stored checkpoint',

@@ -24,12 +24,17 @@ export interface BinlogPosition {
 /** What the source hands on, in binlog order. */
 export type SourceItem =
   | { kind: 'change'; event: ChangeEvent }
-  /** Everything before this item belongs to transactions that are complete. */
-  | { kind: 'commit'; position: BinlogPosition; commitTsMs: number };
+  /**
+   * Everything before this item belongs to transactions that are complete. `epoch` and `server`
+   * say whose binlog the position is in and which epoch versioned the changes before it.
+   */
+  | { kind: 'commit'; position: BinlogPosition; commitTsMs: number; epoch: number; server: string };
 
 export interface BinlogSourceOptions {
   /** Source epoch of every version this source reads (see version.ts). */
   epoch: number;
+  /** Identity of the server read (`mariadb:<server_id>`, `mysql:<server_uuid>`). */
+  server: string;
   connection: { host: string; port: number; user: string; password: string; connectTimeout?: number };
   serverId: number;
   /** Mapped tables, as `db.table`; changes of other tables are not read. */
@@ -104,9 +109,16 @@ export class BinlogSource {
     });
   }
 
-  /** Where the stream stands now; right after start() that is where it started, a boundary. */
-  position(): BinlogPosition {
-    const { filename, position } = this.zongji.options as { filename: string; position: number | string };
+  /**
+   * Where the stream stands now; right after start() that is where it started, a boundary. After a
+   * start by GTID the file is not known until the server's first event: undefined until then.
+   */
+  position(): BinlogPosition | undefined {
+    const { filename, position } = this.zongji.options as {
+      filename?: string;
+      position?: number | string;
+    };
+    if (typeof filename !== 'string' || filename === '' || position === undefined) return undefined;
     const gtidSet = this.zongji.gtidSet;
     // A start at the end takes the position from SHOW BINARY LOGS, which big-number settings return as text.
     return { file: filename, pos: Number(position), ...(gtidSet ? { gtidSet } : {}) };
@@ -256,7 +268,15 @@ export class BinlogSource {
   }
 
   private emitCommit(event: BinlogEvent): void {
-    this.opts.onItem({ kind: 'commit', position: this.position(), commitTsMs: event.timestamp });
+    const position = this.position();
+    if (!position) return;
+    this.opts.onItem({
+      kind: 'commit',
+      position,
+      commitTsMs: event.timestamp,
+      epoch: this.opts.epoch,
+      server: this.opts.server,
+    });
   }
 }
 

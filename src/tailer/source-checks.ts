@@ -4,6 +4,7 @@ import type { Finding } from '../core/finding.js';
 import { columnKindOf } from '../core/key-filter.js';
 import type { ColumnKind } from '../core/key-template.js';
 import { splitTable } from './binlog-source.js';
+import type { ServerState } from './source-epoch.js';
 
 /** A plain (non-replication) connection as the configured CDC user. */
 function connectToSource(source: CompiledConfig['source']): Promise<mysql.Connection> {
@@ -90,6 +91,29 @@ export async function readColumnKinds(
       kinds.set(mapping.table, table);
     }
     return kinds;
+  } finally {
+    await conn.end().catch(() => undefined);
+  }
+}
+
+/** Which server the source is and what its binlog holds, for the tailer's resume plan. */
+export async function readServerState(source: CompiledConfig['source']): Promise<ServerState> {
+  const conn = await connectToSource(source);
+  try {
+    const [[server]] = await conn.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v, @@server_id AS id');
+    const mariadb = /mariadb/i.test(String(server?.v));
+    let identity = `mariadb:${String(server?.id)}`;
+    let mariadbGtidPos: string | undefined;
+    if (mariadb) {
+      const [[gtid]] = await conn.query<mysql.RowDataPacket[]>('SELECT @@GLOBAL.gtid_binlog_pos AS g');
+      mariadbGtidPos = String(gtid?.g ?? '');
+    } else {
+      const [[uuid]] = await conn.query<mysql.RowDataPacket[]>('SELECT @@server_uuid AS u');
+      identity = `mysql:${String(uuid?.u)}`;
+    }
+    const [logs] = await conn.query<mysql.RowDataPacket[]>('SHOW BINARY LOGS');
+    const binlogs = logs.map((l) => ({ name: String(l.Log_name), size: Number(l.File_size) }));
+    return { identity, binlogs, ...(mariadbGtidPos === undefined ? {} : { mariadbGtidPos }) };
   } finally {
     await conn.end().catch(() => undefined);
   }

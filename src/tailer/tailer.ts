@@ -11,7 +11,8 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
-import { readColumnKinds } from './source-checks.js';
+import { readColumnKinds, readServerState } from './source-checks.js';
+import { nextEpoch, planResume, type ServerState } from './source-epoch.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
 export type TailerState =
@@ -61,6 +62,9 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private wake: (() => void) | undefined;
   /** Last boundary read: a new binlog connection resumes here. */
   private resumeFrom: BinlogPosition | StartPosition;
+  /** Epoch and server of `resumeFrom` (undefined before the first boundary of a first start). */
+  private resumeEpoch: number | undefined;
+  private resumeServer: string | undefined;
   private acked: Checkpoint | undefined;
   private lastSavedAtMs = 0;
   private savedVersion: string | undefined;
@@ -87,6 +91,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     this.backoff = opts.backoff ?? { initialMs: 200, maxMs: 10_000 };
     this.acked = checkpoint;
     this.resumeFrom = checkpoint ?? opts.config.source.start;
+    this.resumeEpoch = checkpoint?.epoch;
+    this.resumeServer = checkpoint?.server;
   }
 
   /** Connects to Kafka, creates missing topics and loads the checkpoint. */
@@ -169,8 +175,11 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     await retry(
       async () => {
         if (this.closing) return;
+        const server = await readServerState(this.opts.config.source);
+        const plan = this.planResume(server);
         const source = new BinlogSource({
-          epoch: 0,
+          epoch: plan.epoch,
+          server: server.identity,
           connection: {
             host: this.opts.config.source.host,
             port: this.opts.config.source.port,
@@ -185,7 +194,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           onError: (err) => this.onSourceError(source, err),
         });
         try {
-          await source.start(this.resumeFrom);
+          await source.start(plan.from);
         } catch (err) {
           await source.stop();
           throw this.classifyStartError(err);
@@ -195,14 +204,38 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           return;
         }
         this.source = source;
-        this.log.info({ from: describePosition(this.resumeFrom) }, 'reading the binlog');
-        if (!this.acked) {
+        if (plan.newEpoch && this.resumeEpoch !== undefined) {
+          this.log.warn(
+            {
+              epoch: plan.epoch,
+              previousEpoch: this.resumeEpoch,
+              server: server.identity,
+              reason: plan.newEpoch,
+            },
+            'new source epoch: every change read from now on is newer than every change read before',
+          );
+        }
+        this.opts.metrics.sourceEpoch.set(plan.epoch);
+        this.log.info(
+          { from: describePosition(plan.from), server: server.identity, epoch: plan.epoch },
+          'reading the binlog',
+        );
+        const start = source.position();
+        if (!this.acked && start) {
           // The first start has no checkpoint: the point it started from is one, and must be
           // stored before anything is read, or a crash inside the first transaction would
-          // restart "from the end" and skip it.
-          const start = source.position();
+          // restart "from the end" and skip it. (A start by GTID learns its file only from the
+          // server's first event; until its first boundary a restart repeats the same start.)
           this.resumeFrom = start;
-          this.acked = { ...start, commitTsMs: Date.now(), savedAtMs: 0 };
+          this.resumeEpoch = plan.epoch;
+          this.resumeServer = server.identity;
+          this.acked = {
+            ...start,
+            commitTsMs: Date.now(),
+            savedAtMs: 0,
+            epoch: plan.epoch,
+            server: server.identity,
+          };
           await this.maybeSaveCheckpoint(true, true);
         }
         this.setState(
@@ -219,6 +252,24 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         },
       },
     );
+  }
+
+  /** Where and in which epoch the next binlog connection reads (see source-epoch.ts). */
+  private planResume(server: ServerState): {
+    epoch: number;
+    from: BinlogPosition | StartPosition;
+    newEpoch?: string;
+  } {
+    const now = Date.now();
+    if (this.resumeEpoch === undefined) {
+      return {
+        epoch: nextEpoch(undefined, now),
+        from: this.resumeFrom,
+        newEpoch: 'first start, no checkpoint',
+      };
+    }
+    if (!('file' in this.resumeFrom)) return { epoch: this.resumeEpoch, from: this.resumeFrom };
+    return planResume({ epoch: this.resumeEpoch, server: this.resumeServer }, this.resumeFrom, server, now);
   }
 
   private classifyStartError(err: unknown): unknown {
@@ -281,6 +332,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       }
     } else {
       this.resumeFrom = item.position;
+      this.resumeEpoch = item.epoch;
+      this.resumeServer = item.server;
     }
     this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
     this.wake?.();
@@ -308,7 +361,13 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
       const lastCommit = items.findLast((i) => i.kind === 'commit');
       if (lastCommit?.kind === 'commit') {
-        this.acked = { ...lastCommit.position, commitTsMs: lastCommit.commitTsMs, savedAtMs: 0 };
+        this.acked = {
+          ...lastCommit.position,
+          commitTsMs: lastCommit.commitTsMs,
+          savedAtMs: 0,
+          epoch: lastCommit.epoch,
+          server: lastCommit.server,
+        };
       }
       await this.maybeSaveCheckpoint(this.closing && this.queueHead >= this.queue.length);
       if (this.state_ === 'paused' && this.bufferedChanges <= maxBufferedEvents / 2) {
@@ -389,7 +448,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private async maybeSaveCheckpoint(force: boolean, must = false): Promise<void> {
     const cp = this.acked;
     if (!cp) return;
-    const key = `${cp.file}:${cp.pos}:${cp.gtidSet ?? ''}`;
+    const key = `${cp.epoch}:${cp.server ?? ''}:${cp.file}:${cp.pos}:${cp.gtidSet ?? ''}`;
     if (key === this.savedVersion) return;
     if (!force && Date.now() - this.lastSavedAtMs < COMMIT_SAVE_INTERVAL_MS) return;
     const toSave = { ...cp, savedAtMs: Date.now() };
