@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
+import { CacheAside } from '../src/client/index.js';
 import { loadConfig } from '../src/config/load.js';
 import { createLogger } from '../src/observability/logger.js';
 import { Runtime } from '../src/runtime.js';
@@ -101,6 +102,43 @@ async function main(): Promise<void> {
     say('delete: the keys go');
     await write(`DELETE FROM shop.users WHERE id = 1`, async () => (await redis.exists('user:1')) === 0);
     await show('user:1');
+
+    say('a slow cache-aside reader and an update at the same time (no delayedRedelete on this key)');
+    await write(
+      `INSERT INTO shop.users VALUES (2, 'bea@example.com', 'Bea', 5.00, NOW(6))`,
+      async () => (await redis.exists('user:2')) === 1,
+    );
+    const emailKey = 'user:email:bea@example.com';
+    const selectBea = async () => {
+      const [rows] = await sql.query<mysql.RowDataPacket[]>(
+        `SELECT id, name FROM shop.users WHERE email = 'bea@example.com'`,
+      );
+      return rows[0] ? JSON.stringify(rows[0]) : null;
+    };
+    const renamed = (name: string) => async () => ((await redis.get('user:2')) ?? '').includes(name);
+    console.log('    plain pattern: GET (miss), SELECT, then the reader stalls while the row changes...');
+    const loaded = await selectBea();
+    await write(`UPDATE shop.users SET name = 'Beatrice' WHERE id = 2`, renamed('Beatrice'));
+    await redis.set(emailKey, loaded ?? '');
+    console.log('    ...and its SET lands after cachesync deleted the key: the old row stays, with no TTL');
+    await show(emailKey);
+    await redis.del(emailKey);
+    console.log("    CacheAside: the same stall, but its write is guarded by the key's version guard");
+    const cache = new CacheAside(redis);
+    cache.on('writeSkipped', (key) =>
+      console.log(`    (writeSkipped: a change to ${key} was applied during the load)`),
+    );
+    const returned = await cache.get(emailKey, async () => {
+      const value = await selectBea();
+      await write(`UPDATE shop.users SET name = 'Bee' WHERE id = 2`, renamed('Bee'));
+      return value;
+    });
+    console.log(`    get returned what it loaded, ${returned ?? 'null'}, and cached nothing:`);
+    await show(emailKey);
+    console.log(
+      `    the next get loads the current row and caches it: ${(await cache.get(emailKey, selectBea)) ?? 'null'}`,
+    );
+    await show(emailKey);
 
     say('what the metrics say');
     const text = await runtime.metrics.registry.metrics();
