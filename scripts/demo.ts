@@ -11,7 +11,7 @@ import { CacheAside } from '../src/client/index.js';
 import { loadConfig } from '../src/config/load.js';
 import { createLogger } from '../src/observability/logger.js';
 import { Runtime } from '../src/runtime.js';
-import { REPO_ROOT } from './local-stack/local-stack.js';
+import { CDC_USER, REPO_ROOT } from './local-stack/local-stack.js';
 import { DEMO_BASE_PORT, demoStack } from './stack.js';
 
 const keep = process.argv.includes('--keep');
@@ -39,7 +39,9 @@ async function main(): Promise<void> {
 
     const configFile = join(REPO_ROOT, 'config', 'cachesync.yaml');
     say(`running cachesync (tailer + consumers) with ${configFile}`);
-    const config = await loadConfig(configFile);
+    const config = await loadConfig(configFile, {
+      env: { ...process.env, MYSQL_PASSWORD: process.env.MYSQL_PASSWORD ?? CDC_USER.password },
+    });
     const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
     runtime = await Runtime.start(config, { role: 'all', logger });
     while (!runtime.health.ready()) await sleep(100);

@@ -1,4 +1,4 @@
-import { quote, type ConfigPath, type Problem } from './problems.js';
+import { type ConfigPath, type Problem } from './problems.js';
 
 /** Where `${VAR}` values come from; `process.env` in production. */
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -44,12 +44,13 @@ function walk(node: unknown, path: ConfigPath, env: Environment, problems: Probl
   return node;
 }
 
+// Messages never quote the value around a reference: it may be a secret (`password: pa${ss`).
 function substitute(text: string, env: Environment): { text: string; errors: string[] } {
   const errors: string[] = [];
-  const out = text.replace(TOKEN, (token, reference: string | undefined) => {
+  const out = text.replace(TOKEN, (token, reference: string | undefined, offset: number) => {
     if (token === '$${') return '${';
     if (reference === undefined) {
-      errors.push(`"\${" is never closed in ${quote(text)}; ${VALID_FORMS}`);
+      errors.push(`"\${" at character ${offset + 1} of the value is never closed; ${VALID_FORMS}`);
       return token;
     }
     const resolved = resolve(reference, env);
@@ -62,7 +63,9 @@ function substitute(text: string, env: Environment): { text: string; errors: str
 function resolve(reference: string, env: Environment): { value: string } | { error: string } {
   const match = REFERENCE.exec(reference);
   const name = match?.[1];
-  if (!match || name === undefined) return { error: `got ${quote(`\${${reference}}`)}; ${VALID_FORMS}` };
+  if (!match || name === undefined) {
+    return { error: `a "\${...}" holds no valid variable name; ${VALID_FORMS}` };
+  }
   const value = env[name];
   const fallback = match[2];
   if (fallback !== undefined) return { value: value ? value : fallback };

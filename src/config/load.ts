@@ -2,9 +2,9 @@ import { readFile as readFileFromDisk } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument, visit, type Document, type YAMLError } from 'yaml';
 import { ConfigError } from '../core/errors.js';
-import { compileConfig, type FileSecrets } from './compile.js';
+import { compileConfig, type FileContents } from './compile.js';
 import { interpolate, type Environment } from './interpolate.js';
-import { configError, isWithin, quote, type ConfigPath, type Problem } from './problems.js';
+import { configError, formatPath, isWithin, quote, type ConfigPath, type Problem } from './problems.js';
 import { validateConfig } from './schema.js';
 import type { CompiledConfig } from './types.js';
 
@@ -49,7 +49,7 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
 
   const interpolated = interpolate(doc.toJS(), env);
   const validated = validateConfig(interpolated.value);
-  const secrets = await readSecretFiles(interpolated.value, dirname(absolute), readFile);
+  const secrets = await readNamedFiles(interpolated.value, dirname(absolute), readFile);
   // A value whose variable is missing was left as written; what else is said about it is noise.
   const checked = [...(validated.ok ? [] : validated.problems), ...secrets.problems];
   const problems = [
@@ -103,36 +103,56 @@ function lineFinder(doc: Document, lineCounter: LineCounter): (path: ConfigPath)
   };
 }
 
-const SECRET_FILES: ReadonlyArray<{ path: ConfigPath; secret: keyof FileSecrets }> = [
-  { path: ['source', 'passwordFile'], secret: 'sourcePassword' },
-  { path: ['redis', 'passwordFile'], secret: 'redisPassword' },
+/** Fields that name a file to read at load: secrets (one trailing newline trimmed) and PEM files. */
+const NAMED_FILES: ReadonlyArray<{ path: ConfigPath; kind: 'secret' | 'pem' }> = [
+  { path: ['source', 'passwordFile'], kind: 'secret' },
+  { path: ['kafka', 'sasl', 'passwordFile'], kind: 'secret' },
+  { path: ['redis', 'passwordFile'], kind: 'secret' },
+  ...['source', 'kafka', 'redis'].flatMap((section) =>
+    ['caFile', 'certFile', 'keyFile'].map((field) => ({
+      path: [section, 'tls', field],
+      kind: 'pem' as const,
+    })),
+  ),
 ];
 
 /**
- * Reads the `*File` secrets named in the tree. It reads from the unvalidated tree so that a
- * missing secret file is reported in the same run as any other problem.
+ * Reads the files named in the tree. It reads from the unvalidated tree so that a missing file is
+ * reported in the same run as any other problem. A file's content is never quoted: it may be a
+ * secret or a private key.
  */
-async function readSecretFiles(
+async function readNamedFiles(
   tree: unknown,
   baseDir: string,
   readFile: ReadFile,
-): Promise<{ values: FileSecrets; problems: Problem[] }> {
-  const values: FileSecrets = {};
+): Promise<{ values: FileContents; problems: Problem[] }> {
+  const values: Record<string, string> = {};
   const problems: Problem[] = [];
-  for (const { path, secret } of SECRET_FILES) {
+  for (const { path, kind } of NAMED_FILES) {
     const name = valueAt(tree, path);
     if (typeof name !== 'string' || !name.trim()) continue;
     // Relative to the config file, so the pair can move together.
     const absolute = resolve(baseDir, name);
+    let content: string;
     try {
-      values[secret] = (await readFile(absolute)).replace(/\r?\n$/, '');
+      content = await readFile(absolute);
     } catch (err) {
       const why = errorCode(err) === 'ENOENT' ? 'no such file' : errorText(err);
+      const what = kind === 'secret' ? 'the secret' : 'PEM data';
       problems.push({
         path,
-        message: `cannot read ${quote(absolute)}: ${why}; expected a readable file holding the secret`,
+        message: `cannot read ${quote(absolute)}: ${why}; expected a readable file holding ${what}`,
       });
+      continue;
     }
+    if (kind === 'pem' && !content.includes('-----BEGIN ')) {
+      problems.push({
+        path,
+        message: `${quote(absolute)} holds no PEM block; expected a file with -----BEGIN ...----- lines`,
+      });
+      continue;
+    }
+    values[formatPath(path)] = kind === 'secret' ? content.replace(/\r?\n$/, '') : content;
   }
   return { values, problems };
 }

@@ -117,9 +117,9 @@ function splitList(value: string): string[] {
  * A mapping whose unknown keys are errors. Each unknown key is reported on its own, with the keys
  * valid at that level; a plain strict object would report them as one issue with no such list.
  */
-function section<Shape extends z.ZodRawShape>(shape: Shape) {
+function section<Shape extends z.ZodRawShape>(shape: Shape, opts: { orElse?: string } = {}) {
   const validKeys = Object.keys(shape);
-  const expected = `a mapping with keys ${validKeys.join(', ')}`;
+  const expected = `${opts.orElse ? `${opts.orElse} or ` : ''}a mapping with keys ${validKeys.join(', ')}`;
   const unknownKey = z.custom<never>(() => false, {
     params: { unknownKeyOf: validKeys } satisfies UnknownKeyParams,
   });
@@ -280,6 +280,35 @@ function checkpointTopicOf(kafka: { topic?: unknown; checkpointTopic?: unknown }
   return kafka.checkpointTopic ?? (typeof kafka.topic === 'string' ? `${kafka.topic}.checkpoint` : undefined);
 }
 
+/** A client certificate is a pair: one without the other cannot authenticate. */
+function certificatePair(value: Loose, ctx: Refinement): void {
+  if (present(value, 'certFile') && !present(value, 'keyFile')) {
+    issueAt(ctx, ['keyFile'], 'missing; a client certificate (certFile) needs its private key (keyFile)');
+  } else if (present(value, 'keyFile') && !present(value, 'certFile')) {
+    issueAt(ctx, ['certFile'], 'missing; a private key (keyFile) needs its client certificate (certFile)');
+  }
+}
+
+/** A user name in the url and in `username` would leave the reader guessing which one logs in. */
+function redisUserOnce(value: Loose, ctx: Refinement): void {
+  if (!present(value, 'username') || typeof value.url !== 'string') return;
+  let user = '';
+  try {
+    user = new URL(value.url).username;
+  } catch {
+    return; // the url's own check reports it
+  }
+  if (user) issueAt(ctx, ['username'], 'given together with a user in url; expected only one of them');
+}
+
+/** `tls` asks for TLS, `redis://` for a plain connection: a contradiction better caught here. */
+function redisTlsScheme(value: Loose, ctx: Refinement): void {
+  if (!isMapping(value.tls) || typeof value.url !== 'string') return;
+  if (/^redis:/i.test(value.url.trim())) {
+    issueAt(ctx, ['tls'], 'given with a redis:// url, which is a plain connection; expected a rediss:// url');
+  }
+}
+
 function retryBounds(value: Loose, ctx: Refinement): void {
   const { retryInitial, retryMax } = value;
   if (typeof retryInitial === 'number' && typeof retryMax === 'number' && retryMax < retryInitial) {
@@ -300,6 +329,39 @@ const columnList = list(matching(IDENTIFIER, 'a column name of letters, digits, 
 });
 const topic = matching(TOPIC, 'a Kafka topic name of letters, digits, ., _ and -');
 
+/**
+ * TLS to one server: `true` (the system CAs), `false`, or a mapping. The files are read at load,
+ * relative to the config file; the compiled form holds their contents.
+ */
+const tlsSchema = z.preprocess(
+  // `tls: true` is TLS with every default; `tls: false` is the same as leaving it out.
+  (value) => (typeof value === 'string' && /^(true|false)$/.test(value.trim()) ? tlsFlag(value) : value),
+  section(
+    {
+      caFile: text('the path of a PEM file of CA certificates').optional(),
+      certFile: text('the path of a PEM client certificate').optional(),
+      keyFile: text('the path of the PEM private key of certFile').optional(),
+      rejectUnauthorized: boolean().default(true),
+    },
+    { orElse: 'true, false' },
+  )
+    .superRefine(certificatePair, ON_MAPPING)
+    .optional(),
+);
+
+function tlsFlag(value: string): Record<string, never> | undefined {
+  return value.trim() === 'true' ? {} : undefined;
+}
+
+const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
+
+const saslSchema = section({
+  mechanism: oneOf(SASL_MECHANISMS),
+  username: text('a SASL user name'),
+  password: scalar("a string (write '' for an empty one)", (value) => value).optional(),
+  passwordFile: text('the path of a file holding the password').optional(),
+}).superRefine(secretOnce(true), ON_MAPPING);
+
 const sourceSchema = section({
   host: text('a host name or IP address'),
   port: integer(1, 65_535).default(3306),
@@ -309,6 +371,7 @@ const sourceSchema = section({
   serverId: integer(1, 4_294_967_295),
   start: scalar(START_FORMS, parseStart).default({ kind: 'end' }),
   connectTimeout: duration({ positive: true }).default(10_000),
+  tls: tlsSchema,
 }).superRefine(secretOnce(true), ON_MAPPING);
 
 const kafkaSchema = section({
@@ -326,6 +389,8 @@ const kafkaSchema = section({
     '-1 (the broker default) or an integer from 1 to 32767',
     parseReplicationFactor,
   ).default(-1),
+  tls: tlsSchema,
+  sasl: saslSchema.optional(),
 })
   // Before the transform: a check on the transform's output would not run once a field has failed.
   .superRefine(distinctTopics, ON_MAPPING)
@@ -337,9 +402,14 @@ const kafkaSchema = section({
 const redisSchema = section({
   url: scalar('a redis:// or rediss:// URL', checkRedisUrl),
   cluster: boolean().default(false),
+  username: text('a Redis ACL user name').optional(),
   password: scalar('a string', (value) => value).optional(),
   passwordFile: text('the path of a file holding the password').optional(),
-}).superRefine(secretOnce(false), ON_MAPPING);
+  tls: tlsSchema,
+})
+  .superRefine(secretOnce(false), ON_MAPPING)
+  .superRefine(redisUserOnce, ON_MAPPING)
+  .superRefine(redisTlsScheme, ON_MAPPING);
 
 const metricsSchema = section({
   port: integer(0, 65_535).default(9464),

@@ -38,6 +38,30 @@ export interface SourceConfig {
   start: StartPosition;
   /** Default 10 000. */
   connectTimeoutMs: number;
+  /** TLS to the database, for the binlog connection and every query connection; none when undefined. */
+  tls?: TlsConfig;
+}
+
+/**
+ * TLS to one server, with the PEM files already read (config `caFile`, `certFile`, `keyFile`).
+ * Without `ca` the system CAs are trusted. The field names are Node's `tls.connect` options.
+ */
+export interface TlsConfig {
+  ca?: string;
+  /** A client certificate, with its `key`. */
+  cert?: string;
+  key?: string;
+  /** Check the server's certificate chain and host name. Default true. */
+  rejectUnauthorized: boolean;
+}
+
+export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+
+export interface SaslConfig {
+  mechanism: SaslMechanism;
+  username: string;
+  /** From `password` or `passwordFile` (trailing newline trimmed). */
+  password: string;
 }
 
 export interface KafkaConfig {
@@ -56,6 +80,10 @@ export interface KafkaConfig {
   partitions: number;
   /** Replication factor of topics cachesync creates. Default -1 (the broker's default). */
   replicationFactor: number;
+  /** TLS to the brokers (`tls: true`: the system CAs); none when undefined. */
+  tls?: TlsConfig;
+  /** SASL authentication; none when undefined. */
+  sasl?: SaslConfig;
 }
 
 export interface RedisConfig {
@@ -68,6 +96,10 @@ export interface RedisConfig {
    * in the url. `password` spares the user from percent-encoding a secret into the url.
    */
   password?: string;
+  /** A Redis ACL user (config `username`, or the user in the url); the `default` user when undefined. */
+  username?: string;
+  /** TLS settings; set exactly when the url is `rediss://`. */
+  tls?: TlsConfig;
 }
 
 export interface MetricsConfig {

@@ -54,12 +54,20 @@ describe('interpolate', () => {
       {
         path: [0],
         message:
-          '"${" is never closed in "${OPEN"; expected ${NAME} or ${NAME:-default}; write $${ for a literal ${',
+          '"${" at character 1 of the value is never closed; expected ${NAME} or ${NAME:-default}; write $${ for a literal ${',
       },
       {
         path: [1],
-        message: 'got "${1BAD}"; expected ${NAME} or ${NAME:-default}; write $${ for a literal ${',
+        message:
+          'a "${...}" holds no valid variable name; expected ${NAME} or ${NAME:-default}; write $${ for a literal ${',
       },
     ]);
+  });
+
+  it('never shows the value in an error: it may be a secret', () => {
+    const secret = 's3cr3t-Pa55';
+    const result = interpolate({ password: `${secret}\${`, other: `${secret}\${no-name}` }, {});
+    expect(result.problems).toHaveLength(2);
+    for (const problem of result.problems) expect(problem.message).not.toContain(secret);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -8,6 +8,8 @@ import { ConfigError } from '../../src/core/errors.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/config');
 const EXAMPLE = resolve(import.meta.dirname, '../../config/cachesync.yaml');
+
+const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 
 let dir: string;
 
@@ -80,8 +82,15 @@ function escapeRegExp(text: string): string {
 
 describe('loadConfig: valid files', () => {
   it('compiles the SPEC example: durations in ms, defaults filled, templates parsed', async () => {
-    const config = await loadConfig(join(FIXTURES, 'spec-example.yaml'), {
+    const specFile = join(FIXTURES, 'spec-example.yaml');
+    const files: Record<string, string> = {
+      '/etc/cachesync/tls/ca.pem': CA_PEM,
+      '/etc/cachesync/secrets/kafka-password': 'k-secret\n',
+      '/etc/cachesync/secrets/redis-password': 'r-secret\n',
+    };
+    const config = await loadConfig(specFile, {
       env: { MYSQL_PASSWORD: 's3cret' },
+      readFile: async (path) => files[path] ?? (await readFile(path, 'utf8')),
     });
 
     expect(config.file).toBe(join(FIXTURES, 'spec-example.yaml'));
@@ -93,6 +102,7 @@ describe('loadConfig: valid files', () => {
       serverId: 4201,
       start: { kind: 'end' },
       connectTimeoutMs: 10_000,
+      tls: { ca: CA_PEM, rejectUnauthorized: true },
     });
     expect(config.kafka).toEqual({
       brokers: ['127.0.0.1:9092'],
@@ -103,8 +113,16 @@ describe('loadConfig: valid files', () => {
       groupId: 'cachesync',
       partitions: 6,
       replicationFactor: -1,
+      tls: { ca: CA_PEM, rejectUnauthorized: true },
+      sasl: { mechanism: 'scram-sha-512', username: 'cachesync', password: 'k-secret' },
     });
-    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379/0', cluster: false });
+    expect(config.redis).toEqual({
+      url: 'rediss://cachesync@127.0.0.1:6380/0',
+      cluster: false,
+      username: 'cachesync',
+      password: 'r-secret',
+      tls: { ca: CA_PEM, rejectUnauthorized: true },
+    });
     expect(config.metrics).toEqual({ port: 9464, host: '0.0.0.0' });
     expect(config.tailer).toEqual({ maxBufferedEvents: 20_000, batchSize: 1_000, lingerMs: 0 });
     expect(config.consumer).toEqual({
@@ -136,7 +154,7 @@ describe('loadConfig: valid files', () => {
   });
 
   it('loads the example config/cachesync.yaml with the demo stack defaults', async () => {
-    const config = await loadConfig(EXAMPLE, { env: {} });
+    const config = await loadConfig(EXAMPLE, { env: { MYSQL_PASSWORD: 'cachesync' } });
 
     expect(config.source).toMatchObject({
       host: '127.0.0.1',
@@ -162,6 +180,11 @@ describe('loadConfig: valid files', () => {
     });
     expect(config.mappings[1]?.keys[1]?.delayedRedeleteMs).toBe(500);
     expect(config.mappings[1]?.onlyWhenChanged).toEqual(['status', 'total', 'user_id']);
+  });
+
+  it('ships no default password: the example config needs MYSQL_PASSWORD', async () => {
+    const message = await failure(loadConfig(EXAMPLE, { env: {} }));
+    expect(message).toContain('source.password: environment variable MYSQL_PASSWORD is not set');
   });
 
   it('lets the environment move the example config to other servers', async () => {
@@ -281,7 +304,7 @@ describe('loadConfig: problems', () => {
     const lines = await problems(configText({ kafka: 'kafka:\n  brokers: [k:9092]\n  brokerz: [k:9092]' }));
     expect(lines).toEqual([
       'kafka.brokerz: unknown key (did you mean brokers?); valid keys here: brokers, clientId, topic, dlqTopic, ' +
-        'checkpointTopic, groupId, partitions, replicationFactor (line 8)',
+        'checkpointTopic, groupId, partitions, replicationFactor, tls, sasl (line 8)',
     ]);
   });
 
@@ -398,8 +421,8 @@ describe('loadConfig: problems', () => {
   it('reports missing sections and an empty file', async () => {
     expect(await problemTexts('source:\n  host: db\n  user: u\n  password: p\n  serverId: 1\n')).toEqual([
       'kafka: missing; expected a mapping with keys brokers, clientId, topic, dlqTopic, checkpointTopic, groupId, ' +
-        'partitions, replicationFactor',
-      'redis: missing; expected a mapping with keys url, cluster, password, passwordFile',
+        'partitions, replicationFactor, tls, sasl',
+      'redis: missing; expected a mapping with keys url, cluster, username, password, passwordFile, tls',
       'mappings: missing; expected a list of mappings like - table: shop.users',
     ]);
     expect(await problemTexts('# nothing yet\n')).toEqual([
@@ -523,7 +546,7 @@ describe('loadConfig: problems', () => {
     ].join('\n');
     expect(await problems(text)).toEqual([
       'source.prot: unknown key (did you mean port?); valid keys here: host, port, user, password, passwordFile, ' +
-        'serverId, start, connectTimeout (line 6)',
+        'serverId, start, connectTimeout, tls (line 6)',
       'mappings[0].keys[0].action: got "delete"; expected one of invalidate, refresh (line 15)',
       'mappings[0].keys[0].delayedRedelete: got "soon"; expected a number with a unit ms, s, m or h, like 500ms, ' +
         '2s, 1.5m or 1h (line 16)',
@@ -543,6 +566,109 @@ describe('loadConfig: problems', () => {
     const message = await failure(loadConfig(file, { env: {} }));
     expect(message).toContain('Map keys must be unique');
     expect(message).toMatch(/line 16, column 1/);
+  });
+
+  it('reads TLS files relative to the config file; tls: true means the system CAs', async () => {
+    await writeFile(join(dir, 'ca.pem'), CA_PEM);
+    await writeFile(join(dir, 'client.pem'), CA_PEM);
+    await writeFile(
+      join(dir, 'client-key.pem'),
+      '-----BEGIN PRIVATE KEY-----\nk\n-----END PRIVATE KEY-----\n',
+    );
+    const file = await write(
+      configText({
+        source:
+          'source:\n  host: db\n  user: cdc\n  password: pw\n  serverId: 7\n' +
+          '  tls:\n    caFile: ca.pem\n    certFile: client.pem\n    keyFile: client-key.pem',
+        kafka: 'kafka:\n  brokers: [k1:9092]\n  tls: ${KAFKA_TLS:-true}',
+        redis: 'redis:\n  url: rediss://r:6380/0\n  username: app\n  tls:\n    rejectUnauthorized: false',
+      }),
+    );
+    const config = await loadConfig(file, { env: {} });
+    expect(config.source.tls).toEqual({
+      ca: CA_PEM,
+      cert: CA_PEM,
+      key: expect.stringContaining('PRIVATE KEY') as unknown,
+      rejectUnauthorized: true,
+    });
+    expect(config.kafka.tls).toEqual({ rejectUnauthorized: true });
+    expect(config.kafka.sasl).toBeUndefined();
+    expect(config.redis).toMatchObject({ username: 'app', tls: { rejectUnauthorized: false } });
+
+    const plain = await loadConfig(file, { env: { KAFKA_TLS: 'false' } });
+    expect(plain.kafka.tls).toBeUndefined();
+  });
+
+  it('turns TLS on for a rediss:// url, and takes the ACL user from the url', async () => {
+    const file = await write(configText({ redis: 'redis:\n  url: rediss://reader@r:6380/0' }));
+    const config = await loadConfig(file, { env: {} });
+    expect(config.redis).toMatchObject({ username: 'reader', tls: { rejectUnauthorized: true } });
+  });
+
+  it('reads a SASL password from a file', async () => {
+    await writeFile(join(dir, 'kafka-password'), 'p: w#d\n');
+    const file = await write(
+      configText({
+        kafka:
+          'kafka:\n  brokers: [k1:9093]\n  sasl:\n    mechanism: scram-sha-256\n    username: cs\n' +
+          '    passwordFile: kafka-password',
+      }),
+    );
+    const config = await loadConfig(file, { env: {} });
+    expect(config.kafka.sasl).toEqual({ mechanism: 'scram-sha-256', username: 'cs', password: 'p: w#d' });
+  });
+
+  it('names an unknown key in a tls section', async () => {
+    const lines = await problemTexts(
+      configText({
+        source: 'source:\n  host: db\n  user: cdc\n  password: pw\n  serverId: 7\n  tls:\n    verify: true',
+      }),
+    );
+    expect(lines).toEqual([
+      'source.tls.verify: unknown key; valid keys here: caFile, certFile, keyFile, rejectUnauthorized',
+    ]);
+  });
+
+  it('rejects bad TLS and SASL settings, naming each path', async () => {
+    await writeFile(join(dir, 'not-pem.txt'), 'hello');
+    const lines = await problemTexts(
+      configText({
+        source:
+          'source:\n  host: db\n  user: cdc\n  password: pw\n  serverId: 7\n' +
+          '  tls:\n    certFile: not-pem.txt',
+        kafka: 'kafka:\n  brokers: [k1:9092]\n  tls: yes\n  sasl:\n    mechanism: gssapi\n    username: cs',
+        redis: 'redis:\n  url: redis://u@r:6379/0\n  username: other\n  tls:\n    caFile: missing.pem',
+      }),
+    );
+    expect(lines).toEqual([
+      'source.tls.keyFile: missing; a client certificate (certFile) needs its private key (keyFile)',
+      expect.stringMatching(/^source\.tls\.certFile: ".*not-pem\.txt" holds no PEM block; expected a file/),
+      'kafka.tls: got "yes"; expected true, false or a mapping with keys caFile, certFile, keyFile, rejectUnauthorized',
+      'kafka.sasl.mechanism: got "gssapi"; expected one of plain, scram-sha-256, scram-sha-512',
+      "kafka.sasl.password: missing; expected password (write '' for an empty one) or passwordFile",
+      'redis.username: given together with a user in url; expected only one of them',
+      'redis.tls: given with a redis:// url, which is a plain connection; expected a rediss:// url',
+      expect.stringMatching(
+        /^redis\.tls\.caFile: cannot read ".*missing\.pem": no such file; expected a readable/,
+      ),
+    ]);
+  });
+
+  it('never shows a secret in an error, not even from an unclosed ${', async () => {
+    const secret = 'Zq9-s3cret:#x';
+    const file = await write(
+      configText({
+        source: `source:\n  host: db\n  user: cdc\n  password: "\${PW:-${secret}"\n  serverId: 7`,
+        kafka: `kafka:\n  brokers: [k1:9092]\n  sasl:\n    mechanism: plain\n    username: cs\n    password: "${secret}\${"`,
+        redis: `redis:\n  url: "redis://:${secret}@r:6379/\${DB"`,
+      }),
+    );
+    const message = await failure(loadConfig(file, { env: {} }));
+    expect(message).toContain('source.password: "${" at character 1 of the value is never closed');
+    expect(message).toContain('kafka.sasl.password: "${" at character');
+    expect(message).toContain('redis.url: "${" at character');
+    expect(message).not.toContain(secret);
+    expect(message).not.toContain('s3cret');
   });
 
   it('says a missing config file is missing and how to name another', async () => {
