@@ -3,13 +3,15 @@
 # cachesync image: one image for every role.
 #
 #   docker build -t cachesync .
-#   docker run --rm -v "$PWD/config:/etc/cachesync:ro" cachesync run --role tailer -c /etc/cachesync/cachesync.yaml
-#   docker run --rm cachesync check              # any subcommand: the entrypoint is the cachesync binary
+#   docker run --rm -v "$PWD/config:/etc/cachesync:ro" -e MYSQL_PASSWORD cachesync run --role tailer -c /etc/cachesync/cachesync.yaml
+#   docker run --rm cachesync --version          # any subcommand: the entrypoint is the cachesync binary
+#   docker run --rm --entrypoint sh cachesync -c 'cachesync check'   # `cachesync` is on the PATH
 #
 # Stage 1 compiles the TypeScript with the dev dependencies, then prunes them away; stage 2 copies
 # only the compiled code, the production node_modules and the default config onto a fresh base.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24, a long-term-support line (supported into 2028).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
@@ -30,6 +32,9 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# `cachesync` on the PATH, for `kubectl exec ... cachesync status` and the like. Logs are JSON lines:
+# pino-pretty, a development dependency, is not in the image.
+RUN chmod 0755 /app/dist/cli.js && ln -s /app/dist/cli.js /usr/local/bin/cachesync
 # The default config (`config/cachesync.yaml` relative to WORKDIR); deployments mount their own and
 # pass `-c` or set CACHESYNC_CONFIG.
 COPY config ./config
@@ -43,5 +48,5 @@ EXPOSE 9464
 
 # Node runs as PID 1 and handles SIGTERM itself: it drains in-flight work and exits 0 within the
 # configured grace period (30 s by default), so orchestrators should allow a little more than that.
-ENTRYPOINT ["node", "/app/dist/cli.js"]
+ENTRYPOINT ["cachesync"]
 CMD ["run"]

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { runCheck } from './commands/check.js';
 import { dlqList, dlqReplay } from './commands/dlq.js';
@@ -28,9 +29,18 @@ function withConfig(cmd: Command): Command {
   );
 }
 
+/** The package's version: package.json sits one level above both src/ and dist/. */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('cachesync')
     .description('Keeps Redis consistent with MySQL/MariaDB: binlog -> Kafka -> Redis')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .showHelpAfterError('(run cachesync --help for usage)')
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });

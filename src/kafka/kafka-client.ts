@@ -1,6 +1,6 @@
-import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import { Kafka, logLevel, type KafkaConfig as KafkajsConfig, type LogEntry, type SASLOptions } from 'kafkajs';
 import type { KafkaConfig } from '../config/types.js';
-import type { Finding } from '../core/finding.js';
+import { tlsFinding, type Finding } from '../core/finding.js';
 import type { Logger } from '../observability/logger.js';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
@@ -23,12 +23,43 @@ const ROUTINE = [
   /switched default partitioner/,
 ];
 
+/**
+ * How every client reaches the brokers: TLS and SASL from the config. The one place they are
+ * applied, so the tailer, the consumers, the checks and the commands connect alike.
+ */
+export function kafkaSecurity(config: KafkaConfig): Pick<KafkajsConfig, 'ssl' | 'sasl'> {
+  const { tls, sasl } = config;
+  return {
+    ...(tls
+      ? {
+          ssl: {
+            ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+            ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+            ...(tls.key === undefined ? {} : { key: tls.key }),
+            rejectUnauthorized: tls.rejectUnauthorized,
+          },
+        }
+      : {}),
+    ...(sasl
+      ? {
+          // kafkajs names the mechanisms as the config does; its union type needs one literal each.
+          sasl: {
+            mechanism: sasl.mechanism,
+            username: sasl.username,
+            password: sasl.password,
+          } as SASLOptions,
+        }
+      : {}),
+  };
+}
+
 /** A kafkajs client whose log lines go through our logger (warn and up). */
 export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix = ''): Kafka {
   const log = logger.child({ component: 'kafkajs' });
   return new Kafka({
     clientId: `${config.clientId}${clientIdSuffix}`,
     brokers: config.brokers,
+    ...kafkaSecurity(config),
     logLevel: logLevel.WARN,
     logCreator:
       () =>
@@ -84,6 +115,7 @@ export async function checkKafka(config: KafkaConfig): Promise<Finding[]> {
   const kafka = new Kafka({
     clientId: `${config.clientId}-check`,
     brokers: config.brokers,
+    ...kafkaSecurity(config),
     logLevel: logLevel.NOTHING,
     retry: { retries: 1 },
     connectionTimeout: 3000,
@@ -93,8 +125,13 @@ export async function checkKafka(config: KafkaConfig): Promise<Finding[]> {
     await admin.connect();
     const cluster = await admin.describeCluster();
     const topics = new Set(await admin.listTopics());
+    const where = `Kafka at ${config.brokers.join(',')}`;
     const findings: Finding[] = [
-      { ok: true, what: `Kafka at ${config.brokers.join(',')}: ${cluster.brokers.length} broker(s)` },
+      { ok: true, what: `${where}: ${cluster.brokers.length} broker(s)` },
+      tlsFinding(where, config.brokers[0]?.replace(/:\d+$/, '') ?? '', config.tls),
+      config.sasl
+        ? { ok: true, what: `${where}: SASL ${config.sasl.mechanism} as ${config.sasl.username}` }
+        : { ok: true, what: `${where}: no SASL authentication` },
     ];
     for (const t of [config.topic, config.dlqTopic, config.checkpointTopic]) {
       findings.push(

@@ -1,10 +1,14 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
 export interface LoggerOptions {
   level?: string;
-  /** Human-readable lines instead of JSON. Default: when stdout is a terminal. */
+  /**
+   * Human-readable lines instead of JSON. Default: when stdout is a terminal and pino-pretty is
+   * installed (a development dependency: a production install, such as the image, logs JSON).
+   */
   pretty?: boolean;
   /** Where JSON lines go. Default stdout. */
   destination?: NodeJS.WritableStream;
@@ -15,7 +19,7 @@ export interface LoggerOptions {
  * or readable lines on a terminal. Anything that looks like a secret is redacted.
  */
 export function createLogger(opts: LoggerOptions = {}): Logger {
-  const pretty = opts.pretty ?? Boolean(process.stdout.isTTY);
+  const pretty = (opts.pretty ?? Boolean(process.stdout.isTTY)) && prettyAvailable();
   const base = {
     level: opts.level ?? 'info',
     base: { pid: process.pid },
@@ -24,6 +28,13 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
         'password',
         '*.password',
         '*.*.password',
+        '*.*.*.password',
+        'sasl',
+        '*.sasl',
+        '*.*.sasl',
+        'tls',
+        '*.tls',
+        '*.*.tls',
         'url',
         '*.url',
         'config.source.password',
@@ -42,6 +53,15 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     });
   }
   return opts.destination ? pino(base, opts.destination as pino.DestinationStream) : pino(base);
+}
+
+function prettyAvailable(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A logger that drops everything (tests, library use). */

@@ -12,6 +12,7 @@ import { parseTableDdl } from '../core/ddl.js';
 import type { ColumnKind, Row } from '../core/key-template.js';
 import { normalizeRow } from '../core/row-value.js';
 import { makeVersion } from '../core/version.js';
+import type { SourceConnectionOptions } from './source-connection.js';
 
 /** A point in the binlog where a transaction has just ended: a safe place to resume from. */
 export interface BinlogPosition {
@@ -35,7 +36,7 @@ export interface BinlogSourceOptions {
   epoch: number;
   /** Identity of the server read (`mariadb:<server_id>`, `mysql:<server_uuid>`). */
   server: string;
-  connection: { host: string; port: number; user: string; password: string; connectTimeout?: number };
+  connection: SourceConnectionOptions;
   serverId: number;
   /** Mapped tables, as `db.table`; changes of other tables are not read. */
   tables: ReadonlySet<string>;

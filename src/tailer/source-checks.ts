@@ -1,15 +1,15 @@
 import mysql from 'mysql2/promise';
 import type { CompiledConfig } from '../config/types.js';
-import type { Finding } from '../core/finding.js';
+import { tlsFinding, type Finding } from '../core/finding.js';
 import { columnKindOf } from '../core/key-filter.js';
 import type { ColumnKind } from '../core/key-template.js';
 import { splitTable } from './binlog-source.js';
 import type { ServerState } from './source-epoch.js';
+import { sourceConnectionOptions } from './source-connection.js';
 
 /** A plain (non-replication) connection as the configured CDC user. */
 function connectToSource(source: CompiledConfig['source']): Promise<mysql.Connection> {
-  const { host, port, user, password, connectTimeoutMs } = source;
-  return mysql.createConnection({ host, port, user, password, connectTimeout: connectTimeoutMs });
+  return mysql.createConnection(sourceConnectionOptions(source));
 }
 
 /** Required server settings: variable, wanted value, why. */
@@ -42,6 +42,7 @@ export async function checkSource(config: Pick<CompiledConfig, 'source' | 'mappi
   }
   try {
     return [
+      await checkTls(conn, config.source),
       ...(await checkSettings(conn, config.source.serverId)),
       ...(await checkGrants(conn)),
       ...(await checkTables(conn, config.mappings)),
@@ -138,6 +139,20 @@ export async function readSourceHead(
   } finally {
     await conn.end().catch(() => undefined);
   }
+}
+
+/** Whether the server agreed to TLS, as the server itself sees this session. */
+async function checkTls(conn: mysql.Connection, source: CompiledConfig['source']): Promise<Finding> {
+  const [rows] = await conn.query<mysql.RowDataPacket[]>("SHOW SESSION STATUS LIKE 'Ssl_version'");
+  const protocol = String(rows[0]?.Value ?? '');
+  const where = `MySQL at ${source.host}:${source.port}`;
+  if (source.tls && !protocol) {
+    return fail(
+      `${where}: TLS on`,
+      'the server did not agree to TLS: enable TLS on the server (ssl_cert, ssl_key)',
+    );
+  }
+  return tlsFinding(where, source.host, source.tls, protocol || undefined);
 }
 
 async function checkSettings(conn: mysql.Connection, replicaServerId: number): Promise<Finding[]> {

@@ -12,6 +12,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
 import { readColumnKinds, readServerState } from './source-checks.js';
+import { sourceConnectionOptions } from './source-connection.js';
 import { nextEpoch, planResume, type ServerState } from './source-epoch.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
@@ -180,13 +181,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         const source = new BinlogSource({
           epoch: plan.epoch,
           server: server.identity,
-          connection: {
-            host: this.opts.config.source.host,
-            port: this.opts.config.source.port,
-            user: this.opts.config.source.user,
-            password: this.opts.config.source.password,
-            connectTimeout: this.opts.config.source.connectTimeoutMs,
-          },
+          connection: sourceConnectionOptions(this.opts.config.source),
           serverId: this.opts.config.source.serverId,
           tables: this.tables,
           columnKinds: this.opts.columnKinds,

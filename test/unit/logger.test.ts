@@ -44,6 +44,8 @@ describe('logger', () => {
       'x',
     );
     log.info({ url: 'redis://u:hunter2-e@h:1' }, 'x');
+    log.info({ config: { kafka: { sasl: { username: 'u', password: 'hunter2-f' } } } }, 'x');
+    log.info({ redis: { tls: { key: '-----BEGIN PRIVATE KEY----- hunter2-g' } } }, 'x');
     await new Promise((r) => setImmediate(r));
     expect(out.text()).not.toMatch(/hunter2/);
     expect(out.text()).toContain('[redacted]');
