@@ -86,6 +86,9 @@ export async function checkRedis(config: RedisConfig): Promise<Finding[]> {
   const redis = createRedis(config, { lazyConnect: true });
   const where = `Redis at ${redactUrl(config.url)}`;
   const as = config.username ? ` as ${config.username}` : '';
+  // A failed TLS handshake reaches the caller only as "Connection is closed"; the cause is an event.
+  let cause: Error | undefined;
+  redis.on('error', (err: Error) => (cause ??= err));
   try {
     await redis.connect();
     const pong = await redis.ping();
@@ -94,7 +97,7 @@ export async function checkRedis(config: RedisConfig): Promise<Finding[]> {
       tlsFinding(where, new URL(config.url).hostname, config.tls),
     ];
   } catch (err) {
-    return [{ ok: false, what: `${where} answers${as}`, why: (err as Error).message }];
+    return [{ ok: false, what: `${where} answers${as}`, why: (cause ?? (err as Error)).message }];
   } finally {
     redis.disconnect();
   }
