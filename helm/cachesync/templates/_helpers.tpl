@@ -139,6 +139,36 @@ Values are deep-copied first: .Values itself is never modified.
 {{- end }}
 {{- $_ := set $cfg "redis" $redis }}
 {{- end }}
+{{- if $secret.kafkaPassword.enabled }}
+{{- $kafka := get $cfg "kafka" | default dict }}
+{{- $sasl := get $kafka "sasl" | default dict }}
+{{- if not (or (hasKey $sasl "password") (hasKey $sasl "passwordFile")) }}
+{{- if eq $secret.mode "file" }}
+{{- $_ := set $sasl "passwordFile" (printf "%s/%s" $secret.mountPath $secret.kafkaPassword.key) }}
+{{- else }}
+{{- $_ := set $sasl "password" "${KAFKA_PASSWORD}" }}
+{{- end }}
+{{- end }}
+{{- $_ := set $kafka "sasl" $sasl }}
+{{- $_ := set $cfg "kafka" $kafka }}
+{{- end }}
+{{- range $server := list "source" "kafka" "redis" }}
+{{- $t := index $.Values.tls $server }}
+{{- if $t.enabled }}
+{{- $section := get $cfg $server | default dict }}
+{{- $tls := get $section "tls" }}
+{{- if not (kindIs "map" $tls) }}{{ $tls = dict }}{{ end }}
+{{- if $t.existingSecret }}
+{{- $dir := printf "%s/%s" $.Values.tls.mountPath $server }}
+{{- if $t.caKey }}{{ $_ := set $tls "caFile" (printf "%s/%s" $dir $t.caKey) }}{{ end }}
+{{- if $t.certKey }}{{ $_ := set $tls "certFile" (printf "%s/%s" $dir $t.certKey) }}{{ end }}
+{{- if $t.keyKey }}{{ $_ := set $tls "keyFile" (printf "%s/%s" $dir $t.keyKey) }}{{ end }}
+{{- end }}
+{{- /* An empty mapping is TLS with every default: the system CAs, certificates verified. */}}
+{{- $_ := set $section "tls" $tls }}
+{{- $_ := set $cfg $server $section }}
+{{- end }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -160,6 +190,28 @@ Fails the render on settings that cannot work, with a message naming the value t
 {{- end }}
 {{- if and .Values.consumer.enabled (lt (int .Values.consumer.replicaCount) 0) }}
 {{- fail "consumer.replicaCount must be 0 or more" }}
+{{- end }}
+{{- if not ((.Values.config | default dict).mappings) }}
+{{- fail "config.mappings is empty: list the tables cachesync maps to Redis keys (see the chart README)" }}
+{{- end }}
+{{- $source := (.Values.config | default dict).source | default dict }}
+{{- if not (or .Values.secret.existingSecret .Values.secret.mysqlPassword.value (hasKey $source "password") (hasKey $source "passwordFile")) }}
+{{- fail "secret.mysqlPassword.value is empty: set it (--set-string secret.mysqlPassword.value=...) or point secret.existingSecret at a Secret of your own" }}
+{{- end }}
+{{- if and .Values.secret.kafkaPassword.enabled (not ((.Values.config.kafka | default dict).sasl)) }}
+{{- fail "secret.kafkaPassword.enabled needs config.kafka.sasl (mechanism and username) to give the password to" }}
+{{- end }}
+{{- range $server := list "source" "kafka" "redis" }}
+{{- $t := index $.Values.tls $server }}
+{{- if and $t.enabled $t.existingSecret (not (or $t.caKey $t.certKey)) }}
+{{- fail (printf "tls.%s.existingSecret is set but neither tls.%s.caKey nor tls.%s.certKey names a key in it" $server $server $server) }}
+{{- end }}
+{{- if and $t.enabled (ne (empty $t.certKey) (empty $t.keyKey)) }}
+{{- fail (printf "tls.%s: certKey and keyKey go together (a client certificate and its private key)" $server) }}
+{{- end }}
+{{- end }}
+{{- if hasPrefix (printf "%s/" (include "cachesync.configDir" .)) (printf "%s/" (trimSuffix "/" (toString .Values.tls.mountPath))) }}
+{{- fail (printf "tls.mountPath must not be inside %s: the ConfigMap is mounted there read-only" (include "cachesync.configDir" .)) }}
 {{- end }}
 {{- end }}
 
@@ -223,7 +275,7 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       env:
-        # So `kubectl exec ... -- node /app/dist/cli.js status` finds the config without -c.
+        # So `kubectl exec ... -- cachesync status` finds the config without -c.
         - name: CACHESYNC_CONFIG
           value: {{ include "cachesync.configPath" $root }}
         {{- if eq $secret.mode "env" }}
@@ -238,6 +290,13 @@ spec:
             secretKeyRef:
               name: {{ include "cachesync.secretName" $root }}
               key: {{ $secret.redisPassword.key }}
+        {{- end }}
+        {{- if $secret.kafkaPassword.enabled }}
+        - name: KAFKA_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "cachesync.secretName" $root }}
+              key: {{ $secret.kafkaPassword.key }}
         {{- end }}
         {{- end }}
         {{- with $root.Values.extraEnv }}
@@ -254,6 +313,13 @@ spec:
         - name: metrics
           containerPort: {{ $root.Values.metrics.port }}
           protocol: TCP
+      # Liveness and readiness wait until the process is first ready (connected and streaming), so a
+      # slow start (servers still coming up, a long catch-up) is not killed as a hang.
+      startupProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        {{- toYaml $root.Values.startupProbe | nindent 8 }}
       livenessProbe:
         httpGet:
           path: /healthz
@@ -279,6 +345,14 @@ spec:
           mountPath: {{ $secret.mountPath }}
           readOnly: true
         {{- end }}
+        {{- range $server := list "source" "kafka" "redis" }}
+        {{- $t := index $root.Values.tls $server }}
+        {{- if and $t.enabled $t.existingSecret }}
+        - name: tls-{{ $server }}
+          mountPath: {{ $root.Values.tls.mountPath }}/{{ $server }}
+          readOnly: true
+        {{- end }}
+        {{- end }}
         # The root filesystem is read-only; Node and its libraries may still want a scratch dir.
         - name: tmp
           mountPath: /tmp
@@ -302,6 +376,26 @@ spec:
           - key: {{ $secret.redisPassword.key }}
             path: {{ $secret.redisPassword.key }}
           {{- end }}
+          {{- if $secret.kafkaPassword.enabled }}
+          - key: {{ $secret.kafkaPassword.key }}
+            path: {{ $secret.kafkaPassword.key }}
+          {{- end }}
+    {{- end }}
+    {{- range $server := list "source" "kafka" "redis" }}
+    {{- $t := index $root.Values.tls $server }}
+    {{- if and $t.enabled $t.existingSecret }}
+    - name: tls-{{ $server }}
+      secret:
+        secretName: {{ $t.existingSecret }}
+        defaultMode: 288
+        items:
+          {{- range $key := list $t.caKey $t.certKey $t.keyKey }}
+          {{- if $key }}
+          - key: {{ $key }}
+            path: {{ $key }}
+          {{- end }}
+          {{- end }}
+    {{- end }}
     {{- end }}
     - name: tmp
       emptyDir:
