@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runCheck } from './commands/check.js';
 import { dlqList, dlqReplay } from './commands/dlq.js';
 import { runNewEpoch } from './commands/new-epoch.js';
+import { runSnapshot } from './commands/snapshot.js';
 import { runStatus } from './commands/status.js';
+import { runVerify } from './commands/verify.js';
 import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { CompiledConfig } from './config/types.js';
 import { ConfigError } from './core/errors.js';
@@ -98,6 +100,25 @@ export function buildProgram(setExit: (code: number) => void): Command {
       setExit(await runNewEpoch(config, quietLogger(config), opts));
     });
 
+  withConfig(program.command('snapshot'))
+    .description('load refresh keys from the current table contents, ordered against the live stream')
+    .option('--table <db.table>', 'only this table (repeatable)', collect, [])
+    .option('--rows-per-second <n>', 'cap on rows read per second', positiveInteger)
+    .action(async (opts: CommonOptions & { table: string[]; rowsPerSecond?: number }) => {
+      const config = await load(opts);
+      setExit(await runSnapshot(config, commandLogger(config), opts));
+    });
+
+  withConfig(program.command('verify'))
+    .description('compare refresh keys with the database: missing, stale and extra keys; exit 1 on drift')
+    .option('--table <db.table>', 'only this table (repeatable)', collect, [])
+    .option('--repair', 'fix what differs, through the version guards')
+    .option('--json', 'print JSON')
+    .action(async (opts: CommonOptions & { table: string[]; repair?: boolean; json?: boolean }) => {
+      const config = await load(opts);
+      setExit(await runVerify(config, commandLogger(config), opts));
+    });
+
   const dlq = program.command('dlq').description('dead letters: list them, replay them');
   withConfig(dlq.command('list'))
     .description('count dead letters per table and error class')
@@ -118,6 +139,27 @@ export function buildProgram(setExit: (code: number) => void): Command {
     });
 
   return program;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
+    throw new InvalidArgumentError(`got "${value}"; expected a whole number of at least 1`);
+  }
+  return n;
+}
+
+/** Long jobs log their progress at info, on stderr, so stdout holds only their result. */
+function commandLogger(config: CompiledConfig) {
+  return createLogger({
+    level: config.log.level,
+    pretty: false,
+    destination: process.stderr,
+  });
 }
 
 /** Commands that print results keep the log to warnings, on stderr. */

@@ -30,7 +30,10 @@ local cur = redis.call('GET', KEYS[2])
 if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' and t ~= 'string' then
-  return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string')
+  if ARGV[5] ~= '1' then
+    return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string')
+  end
+  redis.call('DEL', KEYS[1])
 end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('SET', KEYS[1], ARGV[2]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
@@ -40,11 +43,11 @@ const HASH_IF_NEWER = `${VERSION_COMPARE_LUA}
 local cur = redis.call('GET', KEYS[2])
 if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
 local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' and t ~= 'hash' then
+if t ~= 'none' and t ~= 'hash' and ARGV[4] ~= '1' then
   return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format hash writes a hash')
 end
 redis.call('DEL', KEYS[1])
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 return 1`;
@@ -69,6 +72,7 @@ interface ScriptedClient {
     value: string,
     ttl: string,
     verTtl: string,
+    replace: string,
   ): Promise<number>;
   csHashIfNewer(
     key: string,
@@ -76,6 +80,7 @@ interface ScriptedClient {
     version: string,
     ttl: string,
     verTtl: string,
+    replace: string,
     ...fields: string[]
   ): Promise<number>;
   csDelIfNewer(key: string, verKey: string, version: string, verTtl: string): Promise<number>;
@@ -151,6 +156,7 @@ export class RedisApplier {
             op.value,
             op.ttlMs === undefined ? '' : String(op.ttlMs),
             verTtl,
+            op.replace ? '1' : '',
           ),
         );
       case 'hash':
@@ -161,6 +167,7 @@ export class RedisApplier {
             op.version,
             op.ttlMs === undefined ? '' : String(op.ttlMs),
             verTtl,
+            op.replace ? '1' : '',
             ...Object.entries(op.fields).flat(),
           ),
         );

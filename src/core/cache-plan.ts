@@ -15,8 +15,15 @@ interface OpBase {
 /** One Redis effect of a change; the applier turns a batch of these into pipelined commands. */
 export type CacheOp =
   | (OpBase & { kind: 'del'; key: string })
-  | (OpBase & { kind: 'set'; key: string; value: string; ttlMs?: number })
-  | (OpBase & { kind: 'hash'; key: string; fields: Record<string, string>; ttlMs?: number })
+  /** `replace`: a value of another Redis type is replaced (a repair), not an error. */
+  | (OpBase & { kind: 'set'; key: string; value: string; ttlMs?: number; replace?: boolean })
+  | (OpBase & {
+      kind: 'hash';
+      key: string;
+      fields: Record<string, string>;
+      ttlMs?: number;
+      replace?: boolean;
+    })
   /** Delete `key` again once `delayMs` has passed (delayed double delete). */
   | (OpBase & { kind: 'redelete'; key: string; delayMs: number })
   /**
@@ -95,13 +102,28 @@ function planKey(event: ChangeEvent, key: CompiledKey, version: Version, random:
   return ops;
 }
 
+/**
+ * The write a refresh key asks for to hold `row`, with `version`: the same op a change inserting
+ * the row would plan (snapshot, verify and the audit compare or write exactly what the stream
+ * writes). Undefined when a NULL placeholder renders no key.
+ */
+export function refreshOp(
+  row: Row,
+  key: CompiledKey,
+  version: Version,
+  random: () => number = Math.random,
+): Extract<CacheOp, { kind: 'set' | 'hash' }> | undefined {
+  const redisKey = key.template.render(row);
+  return redisKey === undefined ? undefined : writeOp(redisKey, row, key, version, random);
+}
+
 function writeOp(
   redisKey: string,
   row: Row,
   key: CompiledKey,
   version: Version,
   random: () => number,
-): CacheOp {
+): Extract<CacheOp, { kind: 'set' | 'hash' }> {
   const columns = key.columns ?? Object.keys(row);
   const ttlMs = key.ttlMs === undefined ? undefined : jitter(key.ttlMs, key.ttlJitter, random);
   const picked: Record<string, unknown> = {};

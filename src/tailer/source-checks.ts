@@ -7,9 +7,15 @@ import { splitTable } from './binlog-source.js';
 import type { ServerState } from './source-epoch.js';
 import { sourceConnectionOptions } from './source-connection.js';
 
-/** A plain (non-replication) connection as the configured CDC user. */
-function connectToSource(source: CompiledConfig['source']): Promise<mysql.Connection> {
-  return mysql.createConnection(sourceConnectionOptions(source));
+/**
+ * A plain (non-replication) connection as the configured CDC user (TLS included); `extra` sets how
+ * values are read.
+ */
+export function connectToSource(
+  source: CompiledConfig['source'],
+  extra: Omit<mysql.ConnectionOptions, keyof ReturnType<typeof sourceConnectionOptions>> = {},
+): Promise<mysql.Connection> {
+  return mysql.createConnection({ ...sourceConnectionOptions(source), ...extra });
 }
 
 /** Required server settings: variable, wanted value, why. */
