@@ -121,8 +121,10 @@ export async function runSnapshot(
         await redis.del(resumeKey);
         failed += counts.failed;
         out.write(
-          `${mapping.table}: ${rowsRead} rows loaded; keys written ${counts.applied}, ` +
-            `skipped ${counts.stale} (a newer change was there), failed ${counts.failed}\n`,
+          `${mapping.table}: ${rowsRead} rows loaded` +
+            (resume ? ` (resumed after ${resume.rows})` : '') +
+            `; keys written ${counts.applied}, skipped ${counts.stale} (a newer change was there), ` +
+            `failed ${counts.failed}\n`,
         );
       } finally {
         await reader.close();
