@@ -125,7 +125,7 @@ describe('snapshot of a table that existed before cachesync, under live updates 
         const hashes = await Promise.all(ids.map((id) => redis.hget(`${p}itemh:${id}`, 'seq')));
         ids.forEach((id, i) => {
           const row = byId.get(id);
-          const value = values[i];
+          const value = values[i] ?? null;
           if (!row) {
             if (value !== null || hashes[i] !== null) wrong.push(`deleted row ${id} has a key`);
           } else if (value === null || JSON.stringify(JSON.parse(value)) !== JSON.stringify({ ...row })) {
