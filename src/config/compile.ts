@@ -56,6 +56,7 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
       partitionsConcurrently: consumer.partitionsConcurrently,
       maxPendingRedeletes: consumer.maxPendingRedeletes,
     },
+    audit: { sampleRate: config.audit.sampleRate, delayMs: config.audit.delay },
     log: config.log,
     mappings: config.mappings.map(compileMapping),
   };

@@ -209,6 +209,12 @@ function parseFraction(value: string): number | undefined {
   return n >= 0 && n < 1 ? n : undefined;
 }
 
+function parseRate(value: string): number | undefined {
+  const trimmed = value.trim();
+  const n = DECIMAL.test(trimmed) ? Number(trimmed) : NaN;
+  return n >= 0 && n <= 1 ? n : undefined;
+}
+
 function parseReplicationFactor(value: string): number | undefined {
   const trimmed = value.trim();
   if (trimmed === '-1') return -1;
@@ -430,6 +436,11 @@ const consumerSchema = section({
   maxPendingRedeletes: atLeastOne().default(100_000),
 }).superRefine(retryBounds, ON_MAPPING);
 
+const auditSchema = section({
+  sampleRate: scalar('a fraction from 0 to 1, like 0.01 (0 turns the audit off)', parseRate).default(0.01),
+  delay: duration({ positive: true }).default(2000),
+});
+
 const logSchema = section({
   level: oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -463,6 +474,7 @@ export const configSchema = section({
   metrics: metricsSchema.prefault({}),
   tailer: tailerSchema.prefault({}),
   consumer: consumerSchema.prefault({}),
+  audit: auditSchema.prefault({}),
   log: logSchema.prefault({}),
   mappings: z
     .array(mappingSchema, {

@@ -13,6 +13,7 @@ export interface CompiledConfig {
   metrics: MetricsConfig;
   tailer: TailerConfig;
   consumer: ConsumerConfig;
+  audit: AuditConfig;
   log: LogConfig;
   mappings: CompiledMapping[];
 }
@@ -129,6 +130,14 @@ export interface ConsumerConfig {
   partitionsConcurrently: number;
   /** Delayed deletes scheduled and not yet run; past it the consumer waits before scheduling more. Default 100 000. */
   maxPendingRedeletes: number;
+}
+
+/** The consumers' audit: re-reading a sample of the rows whose keys they wrote. */
+export interface AuditConfig {
+  /** Fraction of refresh writes audited, in [0, 1]; 0 turns the audit off. Default 0.01. */
+  sampleRate: number;
+  /** How long after the write the row and the key are compared. Default 2 000. */
+  delayMs: number;
 }
 
 export interface LogConfig {

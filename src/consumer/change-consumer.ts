@@ -10,6 +10,7 @@ import { backoffDelay, type BackoffPolicy } from '../core/retry.js';
 import { createKafka, ensureTopics } from '../kafka/kafka-client.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { Auditor } from './audit.js';
 import { DeadLetterWriter, type FailureInfo } from './dead-letters.js';
 import { RedisApplier, type OpOutcome } from './redis-applier.js';
 import { createRedis } from './redis-client.js';
@@ -17,7 +18,7 @@ import { createRedis } from './redis-client.js';
 export type ConsumerState = 'starting' | 'streaming' | 'paused' | 'stopping' | 'stopped' | 'failed';
 
 export interface ChangeConsumerOptions {
-  config: Pick<CompiledConfig, 'kafka' | 'redis' | 'consumer' | 'mappings'>;
+  config: Pick<CompiledConfig, 'kafka' | 'redis' | 'consumer' | 'mappings' | 'source' | 'audit'>;
   logger: Logger;
   metrics: Metrics;
   kafka?: Kafka;
@@ -56,6 +57,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private readonly chunkSize: number;
   private readonly applier: RedisApplier;
   private readonly deadLetters: DeadLetterWriter;
+  private readonly auditor: Auditor;
   private redeleteLoop: Promise<void> | undefined;
   private commitLoop: Promise<void> | undefined;
   /** Batches being applied right now. */
@@ -81,6 +83,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     this.chunkSize = opts.chunkSize ?? 500;
     this.applier = new RedisApplier(redis);
     this.deadLetters = new DeadLetterWriter(producer, opts.config.kafka.dlqTopic);
+    this.auditor = new Auditor({ config: opts.config, redis, metrics: opts.metrics, logger: opts.logger });
     // Readiness follows the Redis connection too, not only failed writes: with no traffic a Redis
     // outage would otherwise go unnoticed.
     this.redisConnected = redis.status === 'ready';
@@ -129,6 +132,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     // Due delayed deletes need only Redis: run them from now, not from when the group has
     // assigned partitions (joining can wait out a crashed member's session timeout).
     this.redeleteLoop = this.runRedeletes();
+    this.auditor.start();
     await this.consumer.run({
       eachBatchAutoResolve: false,
       // Offsets of applied changes are committed once a second (and at shutdown), not after every
@@ -152,7 +156,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     // Batches in hand stop at their next chunk; what they applied is committed before leaving.
     const deadline = Date.now() + graceMs;
     while (this.inFlight > 0 && Date.now() < deadline) await sleep(20);
-    await Promise.all([this.redeleteLoop, this.commitLoop]);
+    await Promise.all([this.redeleteLoop, this.commitLoop, this.auditor.close()]);
     await this.commitApplied();
     await Promise.race([this.consumer.disconnect(), sleep(Math.max(0, deadline - Date.now()))]).catch(
       () => undefined,
@@ -336,6 +340,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       if (o === 'stale') this.opts.metrics.staleSkipped.inc({ table });
     });
     this.opts.metrics.endToEnd.observe(Math.max(0, (Date.now() - e.ts_ms) / 1000));
+    this.auditor.offer(e, p.ops, outcomes);
   }
 
   private async writeDeadLetters(letters: DeadLetter[], live: () => boolean): Promise<void> {

@@ -107,6 +107,18 @@ export class Metrics {
     '1 while applying is paused by a Redis outage',
   );
 
+  // audit
+  readonly auditChecked = this.counter(
+    'cachesync_audit_checked_total',
+    'Sampled refresh keys compared with their row after the audit delay',
+    ['table'],
+  );
+  readonly auditInconsistent = this.counter(
+    'cachesync_audit_inconsistent_total',
+    'Sampled keys that still differed from their row once the pipeline had time to catch up (missing or stale)',
+    ['table', 'kind'],
+  );
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'cachesync_' });
   }
