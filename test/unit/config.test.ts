@@ -316,7 +316,7 @@ describe('loadConfig: problems', () => {
       }),
     );
     expect(lines).toEqual([
-      'colour: unknown key; valid keys here: source, kafka, redis, metrics, tailer, consumer, log, mappings',
+      'colour: unknown key; valid keys here: source, kafka, redis, metrics, tailer, consumer, audit, log, mappings',
       'mappings[0].keys[0].delayed_redelete: unknown key (did you mean delayedRedelete?); valid keys here: key, ' +
         'action, columns, format, ttl, ttlJitter, delayedRedelete',
     ]);
@@ -427,7 +427,7 @@ describe('loadConfig: problems', () => {
     ]);
     expect(await problemTexts('# nothing yet\n')).toEqual([
       '(top level): empty value; expected a mapping with keys source, kafka, redis, metrics, tailer, consumer, ' +
-        'log, mappings',
+        'audit, log, mappings',
     ]);
   });
 
@@ -686,5 +686,25 @@ describe('resolveConfigPath', () => {
     expect(resolveConfigPath(undefined, { CACHESYNC_CONFIG: 'env.yaml' })).toBe('env.yaml');
     expect(resolveConfigPath(undefined, {})).toBe(DEFAULT_CONFIG_PATH);
     expect(resolveConfigPath('', { CACHESYNC_CONFIG: '' })).toBe('config/cachesync.yaml');
+  });
+});
+
+describe('audit config', () => {
+  it('samples 1% of writes 2 s after them by default', async () => {
+    const config = await loadConfig(await write(configText()), { env: {} });
+    expect(config.audit).toEqual({ sampleRate: 0.01, delayMs: 2000 });
+  });
+
+  it('takes a rate from 0 (off) to 1 and a delay; anything else names the path', async () => {
+    const config = await loadConfig(
+      await write(configText({ extra: 'audit:\n  sampleRate: 1\n  delay: 500ms' })),
+      {
+        env: {},
+      },
+    );
+    expect(config.audit).toEqual({ sampleRate: 1, delayMs: 500 });
+    expect(await problemTexts(configText({ extra: 'audit:\n  sampleRate: 1.5' }))).toEqual([
+      'audit.sampleRate: got "1.5"; expected a fraction from 0 to 1, like 0.01 (0 turns the audit off)',
+    ]);
   });
 });
