@@ -1,9 +1,12 @@
+import type { Cluster, Redis } from 'ioredis';
 import type { CompiledConfig, CompiledKey, CompiledMapping } from '../config/types.js';
 import { KeyInspector } from '../consumer/key-inspector.js';
+import { scanOwnedKeys } from '../consumer/key-scan.js';
 import { RedisApplier } from '../consumer/redis-applier.js';
 import { createRedis } from '../consumer/redis-client.js';
 import { compareKey, driftKind, type KeyDifference } from '../core/cache-compare.js';
 import { refreshOp, type CacheOp } from '../core/cache-plan.js';
+import { keyFilter } from '../core/key-filter.js';
 import type { KeyTemplate, Row } from '../core/key-template.js';
 import { retry } from '../core/retry.js';
 import { compareVersions, versionBefore, type Version } from '../core/version.js';
@@ -77,6 +80,7 @@ export async function runVerify(
       try {
         const verifier = new TableVerifier({
           mapping,
+          redis,
           reader,
           inspector: new KeyInspector(redis),
           applier: new RedisApplier(redis),
@@ -145,6 +149,7 @@ function checkpointEpoch(watch: PipelineWatch): number {
 
 interface VerifierContext {
   mapping: CompiledMapping;
+  redis: Redis | Cluster;
   reader: TableReader;
   inspector: KeyInspector;
   applier: RedisApplier;
@@ -214,11 +219,17 @@ class TableVerifier {
     }
     await this.resolveRows();
     progress.done();
+    // Extra keys: the keys each template owns, found by the same filter a truncate deletes by.
     for (const key of this.keys) {
-      for await (const batch of this.ctx.inspector.scanTemplateKeys(key.template, reader.kinds)) {
-        await this.checkScanned(key, batch);
+      const match = key.template.matcher(reader.kinds);
+      const filter = keyFilter(key.template, reader.kinds, this.ctx.inspector.metaPrefix);
+      await scanOwnedKeys(this.ctx.redis, filter, async (keys) => {
+        await this.checkScanned(
+          key,
+          keys.map((k) => ({ key: k, values: match(k) ?? {} })),
+        );
         if (this.extraSuspects.length >= MAX_SUSPECTS) await this.resolveExtra();
-      }
+      });
     }
     await this.resolveExtra();
   }

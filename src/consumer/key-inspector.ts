@@ -1,6 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { KeyState } from '../core/cache-compare.js';
-import type { ColumnKind, KeyTemplate } from '../core/key-template.js';
 import { versionKeyFor } from '../core/version-guard.js';
 
 type RedisClient = Redis | Cluster;
@@ -52,34 +51,6 @@ export class KeyInspector {
   inspectAll(keys: readonly string[]): Promise<InspectedKey[]> {
     return Promise.all(keys.map((k) => this.inspect(k)));
   }
-
-  /**
-   * Every key a template could have rendered, in batches, from every master of a cluster: SCAN by
-   * the template's glob, then only the keys the template's matcher accepts (so an application key
-   * that merely shares the prefix is not one of ours), never cachesync's own keys.
-   */
-  async *scanTemplateKeys(
-    template: KeyTemplate,
-    kinds: Readonly<Record<string, ColumnKind>>,
-    count = 1000,
-  ): AsyncGenerator<{ key: string; values: Record<string, string> }[]> {
-    const match = template.matcher(kinds);
-    const nodes: Redis[] = isCluster(this.redis) ? this.redis.nodes('master') : [this.redis];
-    for (const node of nodes) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', template.toGlob(), 'COUNT', count);
-        cursor = next;
-        const batch: { key: string; values: Record<string, string> }[] = [];
-        for (const key of keys) {
-          if (key.startsWith(this.metaPrefix)) continue;
-          const values = match(key);
-          if (values) batch.push({ key, values });
-        }
-        if (batch.length > 0) yield batch;
-      } while (cursor !== '0');
-    }
-  }
 }
 
 function pairs(payload: string | string[] | undefined): Record<string, string> {
@@ -87,8 +58,4 @@ function pairs(payload: string | string[] | undefined): Record<string, string> {
   if (!Array.isArray(payload)) return out;
   for (let i = 0; i + 1 < payload.length; i += 2) out[payload[i]!] = payload[i + 1]!;
   return out;
-}
-
-function isCluster(redis: RedisClient): redis is Cluster {
-  return (redis as Partial<Cluster>).isCluster === true;
 }

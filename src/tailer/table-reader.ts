@@ -1,6 +1,7 @@
 import type mysql from 'mysql2/promise';
 import type { SourceConfig } from '../config/types.js';
 import { CachesyncError } from '../core/errors.js';
+import { columnKindOf } from '../core/key-filter.js';
 import type { ColumnKind, Row } from '../core/key-template.js';
 import { normalizeRow } from '../core/row-value.js';
 import { splitTable } from './binlog-source.js';
@@ -34,8 +35,6 @@ export class NoSnapshotPositionError extends CachesyncError {
     );
   }
 }
-
-const INTEGER_TYPES = new Set(['tinyint', 'smallint', 'mediumint', 'int', 'integer', 'bigint']);
 
 /**
  * Reads one table as the stream sees it: in primary-key chunks, each in its own consistent snapshot
@@ -96,7 +95,7 @@ export class TableReader {
         [db, name],
       );
       const kinds: Record<string, ColumnKind> = {};
-      for (const c of columns) kinds[String(c.name)] = INTEGER_TYPES.has(String(c.type)) ? 'integer' : 'text';
+      for (const c of columns) kinds[String(c.name)] = columnKindOf(String(c.type));
       return new TableReader(
         conn,
         table,
