@@ -26,8 +26,10 @@ export class BinlogPurgedError extends CachesyncError {
       `the binlog the checkpoint points to (${position}) is no longer on the server (purged), so the ` +
         `changes made since then cannot be read and the cache may have missed them. cachesync will not ` +
         `skip ahead on its own. To recover: delete the checkpoint topic ${checkpointTopic} so the tailer ` +
-        `starts at the end of the binlog (or at source.start), and delete the mapped keys from Redis so ` +
-        `readers load them from the database again.`,
+        `starts at the end of the binlog (or at source.start), start cachesync, then run \`cachesync ` +
+        `snapshot\` to load the refresh keys from the tables as they are now (and \`cachesync verify ` +
+        `--repair\` to delete keys of rows deleted meanwhile); invalidate keys the gap may have left ` +
+        `stale must be deleted from Redis.`,
       { retriable: false, cause },
     );
   }
