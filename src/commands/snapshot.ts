@@ -49,12 +49,7 @@ export async function runSnapshot(
 ): Promise<number> {
   const mappings = selectMappings(config, opts.table);
   const log = logger.child({ component: 'snapshot' });
-  const checkpoint = await new KafkaCheckpointStore(
-    createKafka(config.kafka, logger, '-snapshot'),
-    config.kafka.checkpointTopic,
-  ).load();
-  const epochValue = (checkpoint as { epoch?: unknown } | undefined)?.epoch;
-  const epoch = typeof epochValue === 'number' ? epochValue : 0;
+  const epoch = await sourceEpoch(config, logger);
   const redis = createRedis(config.redis);
   const applier = new RedisApplier(redis);
   let failed = 0;
@@ -165,6 +160,24 @@ async function applyAll(
       ),
     ),
   );
+}
+
+/**
+ * The source epoch of the tailer's stored checkpoint, which the snapshot's versions must carry to
+ * compare with the stream's; 0 when no tailer has stored one yet.
+ */
+async function sourceEpoch(config: CompiledConfig, logger: Logger): Promise<number> {
+  const kafka = createKafka(config.kafka, logger, '-snapshot');
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    if (!(await admin.listTopics()).includes(config.kafka.checkpointTopic)) return 0;
+  } finally {
+    await admin.disconnect();
+  }
+  const checkpoint = await new KafkaCheckpointStore(kafka, config.kafka.checkpointTopic).load();
+  const epoch = (checkpoint as { epoch?: unknown } | undefined)?.epoch;
+  return typeof epoch === 'number' ? epoch : 0;
 }
 
 async function loadResume(redis: Redis | Cluster, key: string): Promise<ResumePoint | undefined> {
