@@ -176,8 +176,7 @@ async function sourceEpoch(config: CompiledConfig, logger: Logger): Promise<numb
     await admin.disconnect();
   }
   const checkpoint = await new KafkaCheckpointStore(kafka, config.kafka.checkpointTopic).load();
-  const epoch = (checkpoint as { epoch?: unknown } | undefined)?.epoch;
-  return typeof epoch === 'number' ? epoch : 0;
+  return checkpoint?.epoch ?? 0;
 }
 
 async function loadResume(redis: Redis | Cluster, key: string): Promise<ResumePoint | undefined> {

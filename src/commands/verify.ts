@@ -141,10 +141,9 @@ export async function runVerify(
   return opts.repair && repairFailures === 0 ? 0 : 1;
 }
 
-/** The source epoch of the stored checkpoint: versions of reads must belong to the same server era. */
+/** The source epoch of the stored checkpoint: a read's version must compare with the stream's. */
 function checkpointEpoch(watch: PipelineWatch): number {
-  const epoch = (watch.checkpoint as { epoch?: unknown } | undefined)?.epoch;
-  return typeof epoch === 'number' ? epoch : 0;
+  return watch.checkpoint?.epoch ?? 0;
 }
 
 interface VerifierContext {

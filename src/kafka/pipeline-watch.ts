@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, Kafka } from 'kafkajs';
 import type { KafkaConfig } from '../config/types.js';
 import { binlogFileIndex } from '../core/version.js';
-import type { Checkpoint } from '../tailer/checkpoint-store.js';
+import { parseCheckpoint, type Checkpoint } from '../tailer/checkpoint-store.js';
 
 /** A binlog position: file and offset. */
 export interface Position {
@@ -54,7 +54,8 @@ export class PipelineWatch {
     await consumer.run({
       autoCommit: false,
       eachMessage: ({ message }) => {
-        if (message.value) this.latest = JSON.parse(message.value.toString()) as Checkpoint;
+        if (message.value)
+          this.latest = parseCheckpoint(message.value.toString(), this.config.checkpointTopic);
         readTo = Number(message.offset);
         return Promise.resolve();
       },
