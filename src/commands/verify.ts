@@ -41,6 +41,8 @@ export interface VerifyOptions {
 
 /** Differences held for re-checking before they are re-checked (bounds memory). */
 const MAX_SUSPECTS = 5000;
+/** Extra keys remembered so that a key SCAN returns twice is counted once. */
+const MAX_REMEMBERED_EXTRA = 100_000;
 /** Re-checks of a difference that a newer change keeps explaining, before it is left alone. */
 const ROUNDS = 4;
 
@@ -351,6 +353,9 @@ class TableVerifier {
           newer.push(s);
           return;
         }
+        // SCAN may return a key twice; remembering the keys counted (a bounded number) avoids
+        // counting it twice.
+        if (this.countedExtra.size >= MAX_REMEMBERED_EXTRA) this.countedExtra.clear();
         this.countedExtra.add(s.redisKey);
         this.byPath.get(s.key.path)!.extra++;
         this.ctx.log.debug({ key: s.redisKey }, 'extra key');

@@ -81,6 +81,19 @@ function verifyScenario(
     };
 
     if (consistentRun) {
+      it('a --table that is not mapped, or a bad --rows-per-second, is bad usage: exit 2', async () => {
+        const unmapped = await finish(pipeline.spawn(['verify', '--table', 'shop.nope']));
+        expect(unmapped.err).toContain(
+          `--table shop.nope: not a mapped table; expected one of ${pipeline.db}.items`,
+        );
+        expect(unmapped.code).toBe(2);
+        const snapshot = await finish(pipeline.spawn(['snapshot', '--table', 'shop.nope']));
+        expect(snapshot.code).toBe(2);
+        const rate = await finish(pipeline.spawn(['snapshot', '--rows-per-second', '0']));
+        expect(rate.err).toContain('got "0"; expected a whole number of at least 1');
+        expect(rate.code).toBe(2);
+      });
+
       it('finds no drift on a consistent cache under live writes, exit 0', async () => {
         const { code, report, err } = await verify('--json');
         expect(err).not.toMatch(/error/i);
