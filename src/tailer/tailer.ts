@@ -13,7 +13,7 @@ import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
 import { readColumnKinds, readServerState } from './source-checks.js';
 import { sourceConnectionOptions } from './source-connection.js';
-import { nextEpoch, planResume, type ServerState } from './source-epoch.js';
+import { binlogWentBackwards, nextEpoch, planResume, type ServerState } from './source-epoch.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
 export type TailerState =
@@ -43,6 +43,8 @@ export interface TailerOptions {
   checkpoints?: CheckpointStore;
   /** Backoff between binlog reconnects and failed produce requests. */
   backoff?: BackoffPolicy;
+  /** How often the server is checked for a binlog reset or a swap under the connection. Default 2 s. */
+  watchIntervalMs?: number;
   /** Kinds of the key-template columns by table; read from the database when not given. */
   columnKinds?: ReadonlyMap<string, Record<string, ColumnKind>>;
 }
@@ -68,6 +70,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   /** Epoch and server of `resumeFrom` (undefined before the first boundary of a first start). */
   private resumeEpoch: number | undefined;
   private resumeServer: string | undefined;
+  /** Identity of the server the current binlog connection reads. */
+  private sourceServer: string | undefined;
   private acked: Checkpoint | undefined;
   private lastSavedAtMs = 0;
   private savedVersion: string | undefined;
@@ -155,10 +159,43 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private async runLoops(): Promise<void> {
     try {
       await this.connect();
+      void this.watchSource();
       await this.publishLoop();
     } catch (err) {
       this.setState('failed');
       throw err;
+    }
+  }
+
+  /**
+   * A binlog connection does not notice `RESET MASTER` (or a server swapped under its address):
+   * the server just sends nothing more. So the server is looked at every few seconds, and a binlog
+   * that went backwards of what was read, or another server, breaks the stream: the reconnect
+   * plans the new epoch.
+   */
+  private async watchSource(): Promise<void> {
+    const intervalMs = this.opts.watchIntervalMs ?? 2000;
+    while (!this.closing) {
+      await new Promise((r) => setTimeout(r, intervalMs).unref());
+      const source = this.source;
+      const from = this.resumeFrom;
+      if (this.closing || !source || this.reconnecting || !('file' in from)) continue;
+      // Until the first boundary read from this server, the position is the previous server's.
+      if (this.resumeServer !== this.sourceServer) continue;
+      let reason: string | undefined;
+      try {
+        const server = await readServerState(this.opts.config.source);
+        if (server.identity !== this.sourceServer) {
+          reason = `the server at the source address is now ${server.identity}`;
+        } else if (source === this.source && from === this.resumeFrom) {
+          reason = binlogWentBackwards(from, server);
+        }
+      } catch {
+        continue; // an outage shows up on the binlog connection itself
+      }
+      if (reason && source === this.source) {
+        this.onSourceError(source, new Error(`the source changed under the binlog connection: ${reason}`));
+      }
     }
   }
 
@@ -201,6 +238,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           return;
         }
         this.source = source;
+        this.sourceServer = server.identity;
         if (plan.newEpoch && this.resumeEpoch !== undefined) {
           this.log.warn(
             {
