@@ -94,10 +94,13 @@ export class Auditor {
     });
   }
 
-  async close(): Promise<void> {
+  /** Stops sampling; a check stuck on an unresponsive database is abandoned after `graceMs`. */
+  async close(graceMs = 2000): Promise<void> {
     this.closing = true;
-    await this.loop;
-    for (const reader of this.readers.values()) await (await reader)?.close();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    for (const reader of this.readers.values()) void reader.then((r) => r?.close());
   }
 
   private async run(): Promise<void> {

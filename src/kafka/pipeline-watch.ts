@@ -54,8 +54,12 @@ export class PipelineWatch {
     await consumer.run({
       autoCommit: false,
       eachMessage: ({ message }) => {
-        if (message.value)
-          this.latest = parseCheckpoint(message.value.toString(), this.config.checkpointTopic);
+        try {
+          if (message.value)
+            this.latest = parseCheckpoint(message.value.toString(), this.config.checkpointTopic);
+        } catch {
+          // A malformed checkpoint (the tailer refuses it too) tells nothing about progress.
+        }
         readTo = Number(message.offset);
         return Promise.resolve();
       },
