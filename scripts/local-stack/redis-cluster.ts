@@ -27,33 +27,17 @@ export class LocalRedisCluster {
     for (const port of this.ports) {
       const dir = join(this.dir, String(port));
       mkdirSync(dir, { recursive: true });
-      const pid = spawnDaemon(
-        bin,
-        [
-          '--port',
-          String(port),
-          '--bind',
-          '127.0.0.1',
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          join(dir, 'nodes.conf'),
-          '--cluster-node-timeout',
-          '3000',
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--dir',
-          dir,
-        ],
-        { logFile: join(dir, 'server.log'), pidFile: join(dir, 'server.pid') },
-      );
-      await waitFor(`redis-server (cluster node ${port})`, () => this.ping(port), {
-        timeoutMs: 20_000,
-        pid,
-        logFile: join(dir, 'server.log'),
-      });
+      // The ports sit in the kernel's ephemeral range: another program's outgoing connection can hold
+      // one for a while (bind: Address already in use). Such a port frees itself; try again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.startNode(bin, port, dir);
+          break;
+        } catch (err) {
+          if (attempt >= 20 || !String((err as Error).message).includes('Address already in use')) throw err;
+          await sleep(500);
+        }
+      }
     }
     // Split the slots evenly, then introduce the nodes to each other.
     const per = Math.ceil(SLOTS / this.ports.length);
@@ -73,6 +57,36 @@ export class LocalRedisCluster {
     }
     // Every node must also know every other node's slots before clients connect.
     await sleep(500);
+  }
+
+  private async startNode(bin: string, port: number, dir: string): Promise<void> {
+    const pid = spawnDaemon(
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(dir, 'nodes.conf'),
+        '--cluster-node-timeout',
+        '3000',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+      ],
+      { logFile: join(dir, 'server.log'), pidFile: join(dir, 'server.pid') },
+    );
+    await waitFor(`redis-server (cluster node ${port})`, () => this.ping(port), {
+      timeoutMs: 20_000,
+      pid,
+      logFile: join(dir, 'server.log'),
+    });
   }
 
   async stop(): Promise<void> {

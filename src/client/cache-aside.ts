@@ -142,7 +142,8 @@ export class CacheAside extends EventEmitter<CacheAsideEvents> {
     defineScripts(redis);
     this.scripted = redis as unknown as ScriptedClient;
     this.everReady = redis.status === 'ready';
-    redis.once('ready', () => (this.everReady = true));
+    // Only while it matters: a listener per reader on a connected client would pile up.
+    if (!this.everReady) redis.once('ready', () => (this.everReady = true));
   }
 
   /** The key's version guard, named as the consumers name it. */
@@ -162,6 +163,12 @@ export class CacheAside extends EventEmitter<CacheAsideEvents> {
    * is thrown as it is.
    */
   async get(key: string, loader: Loader): Promise<string | null> {
+    if (typeof key !== 'string' || key === '') {
+      throw new TypeError(`CacheAside.get: the key must be a non-empty string, got ${JSON.stringify(key)}`);
+    }
+    if (typeof loader !== 'function') {
+      throw new TypeError(`CacheAside.get(${JSON.stringify(key)}): the loader must be a function`);
+    }
     if (!this.redisUp()) {
       return this.fallback(key, loader, new Error(`Redis is not connected (${this.redis.status})`));
     }
@@ -189,6 +196,9 @@ export class CacheAside extends EventEmitter<CacheAsideEvents> {
       // is still guarded).
       if (Date.now() - started >= 2 * this.lockMs) return this.load(key, loader, { guard, token: '' });
       await sleep(delay);
+      if (!this.redisUp()) {
+        return this.fallback(key, loader, new Error(`Redis is not connected (${this.redis.status})`));
+      }
       delay = Math.min(delay * 2, 50, Math.max(1, this.lockMs / 10));
     }
   }
@@ -213,6 +223,11 @@ export class CacheAside extends EventEmitter<CacheAsideEvents> {
       return value;
     }
     const ttlMs = value === null ? this.missTtlMs : this.ttlMs;
+    if (!this.redisUp()) {
+      // Lost during the load: the write would wait for a reconnect, and so would the caller.
+      this.emit('redisError', new Error(`Redis is not connected (${this.redis.status})`), key);
+      return value;
+    }
     try {
       const wrote = await this.scripted.csaWrite(
         key,
@@ -232,7 +247,8 @@ export class CacheAside extends EventEmitter<CacheAsideEvents> {
 
   /** Frees the lock for the next caller (a waiter takes it at once instead of at its expiry). */
   private async release(key: string, token: string): Promise<void> {
-    if (token === '') return;
+    // A lock left behind by a lost connection expires on its own.
+    if (token === '' || !this.redisUp()) return;
     try {
       await this.scripted.csaRelease(this.lockKey(key), token);
     } catch (err) {

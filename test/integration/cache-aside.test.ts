@@ -349,6 +349,14 @@ describe('CacheAside on a standalone Redis', () => {
     expect(await pipeline.redis.get(key)).toBe('{"name":"dan"}');
   });
 
+  it('many readers on one connected client add no listeners to it', async () => {
+    const redis = connect();
+    await redis.ping();
+    const before = redis.listenerCount('ready');
+    for (let i = 0; i < 50; i++) new CacheAside(redis);
+    expect(redis.listenerCount('ready')).toBe(before);
+  });
+
   it('writes with ttl spread by ttlJitter', async () => {
     const { p } = pipeline;
     const cache = new CacheAside(connect(), { ttl: '100s', ttlJitter: 0.2 });
@@ -364,10 +372,27 @@ describe('CacheAside on a standalone Redis', () => {
 });
 
 describe('CacheAside when its Redis goes down', () => {
-  const port = TEST_BASE_PORT + 20;
+  let port = 0;
   const dir = join(testStack().dir, 'cache-aside-redis');
   let server: ChildProcess | undefined;
+  /**
+   * Its ports sit in the kernel's ephemeral range, where another program's outgoing connection may
+   * hold one for a while: the first start takes the first of base+20..29 it can bind, a restart
+   * waits for its port.
+   */
   const startRedis = async () => {
+    const candidates = port === 0 ? Array.from({ length: 10 }, (_, i) => TEST_BASE_PORT + 20 + i) : [port];
+    for (let attempt = 1; ; attempt++) {
+      port = candidates[(attempt - 1) % candidates.length]!;
+      try {
+        return await startRedisOnce();
+      } catch (err) {
+        if (attempt >= 20 || !String((err as Error).message).includes('Address already in use')) throw err;
+        if (candidates.length === 1) await sleep(500);
+      }
+    }
+  };
+  const startRedisOnce = async () => {
     mkdirSync(dir, { recursive: true });
     const logFile = join(dir, 'server.log');
     const log = openSync(logFile, 'a');
@@ -393,7 +418,7 @@ describe('CacheAside when its Redis goes down', () => {
     );
   };
   const stopRedis = async () => {
-    if (!server || server.exitCode !== null) return;
+    if (!server || server.exitCode !== null || server.signalCode !== null) return;
     const exited = new Promise((resolve) => server!.once('exit', resolve));
     server.kill('SIGKILL');
     await exited;
@@ -432,6 +457,21 @@ describe('CacheAside when its Redis goes down', () => {
       );
       expect(await cache.get('k', () => Promise.resolve('two'))).toBe('two');
       expect(await redis.get('k')).toBe('two');
+
+      // Redis goes away while a loader runs: the caller gets the value at once, not after a reconnect.
+      errors.length = 0;
+      const during = Date.now();
+      const value = await cache.get('gone-during-load', async () => {
+        await stopRedis();
+        await eventually(
+          () => Promise.resolve(redis.status),
+          (s) => s !== 'ready',
+        );
+        return 'loaded';
+      });
+      expect(value).toBe('loaded');
+      expect(Date.now() - during).toBeLessThan(2000);
+      expect(errors).toEqual([expect.stringMatching(/^gone-during-load: Redis is not connected/)]);
     } finally {
       redis.disconnect();
     }

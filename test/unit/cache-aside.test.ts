@@ -29,6 +29,16 @@ describe('CacheAside options', () => {
     expect(() => new CacheAside(redis, opts)).toThrow(message);
   });
 
+  it('refuses a key that is not a string and a loader that is not a function', async () => {
+    const cache = new CacheAside(redis);
+    await expect(cache.get(42 as unknown as string, () => Promise.resolve(null))).rejects.toThrow(
+      'CacheAside.get: the key must be a non-empty string, got 42',
+    );
+    await expect(cache.get('k', 'v' as unknown as () => Promise<string>)).rejects.toThrow(
+      'CacheAside.get("k"): the loader must be a function',
+    );
+  });
+
   it('takes durations as the config writes them', () => {
     expect(
       () => new CacheAside(redis, { ttl: '1.5m', ttlJitter: 0.1, missTtl: '500ms', loadLock: '2s' }),
