@@ -9,7 +9,8 @@ import { runStatus } from './commands/status.js';
 import { runVerify } from './commands/verify.js';
 import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { CompiledConfig } from './config/types.js';
-import { ConfigError } from './core/errors.js';
+import { ConfigError, describeBug, errorMessage, isProgrammerError } from './core/errors.js';
+import { classifyKafkaError } from './kafka/kafka-errors.js';
 import { createLogger } from './observability/logger.js';
 import { ROLES, Runtime, type Role } from './runtime.js';
 
@@ -59,19 +60,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
       );
       let runtime: Runtime;
       try {
-        runtime = await Runtime.start(config, { role: opts.role, logger });
+        runtime = await Runtime.start(config, { role: opts.role, logger, handleSignals: true });
       } catch (err) {
         if (err instanceof ConfigError) throw err;
-        logger.fatal({ err: (err as Error).message }, 'could not start');
+        logger.fatal({ err: describeFailure(err) }, 'could not start');
         setExit(EXIT.problem);
         return;
       }
-      runtime.installSignalHandlers();
       try {
         await runtime.done;
         setExit(EXIT.ok);
       } catch (err) {
-        logger.fatal({ err: (err as Error).message }, 'cachesync stopped on a fatal error');
+        logger.fatal({ err: describeFailure(err) }, 'cachesync stopped on a fatal error');
         setExit(EXIT.problem);
       }
     });
@@ -87,7 +87,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(async (opts: CommonOptions & { json?: boolean }) => {
       const config = await load(opts);
-      setExit(await runStatus(config, quietLogger(config), opts));
+      setExit(await oneShot(config, () => runStatus(config, quietLogger(config), opts)));
     });
 
   withConfig(program.command('new-epoch'))
@@ -126,7 +126,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(async (opts: CommonOptions & { table?: string; json?: boolean }) => {
       const config = await load(opts);
-      setExit(await dlqList(config, quietLogger(config), opts));
+      setExit(await oneShot(config, () => dlqList(config, quietLogger(config), opts)));
     });
   withConfig(dlq.command('replay'))
     .description('apply dead letters again, through the versioned apply (older than Redis: skipped)')
@@ -135,7 +135,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print JSON')
     .action(async (opts: CommonOptions & { table?: string; dryRun?: boolean; json?: boolean }) => {
       const config = await load(opts);
-      setExit(await dlqReplay(config, quietLogger(config), opts));
+      setExit(await oneShot(config, () => dlqReplay(config, quietLogger(config), opts)));
     });
 
   return program;
@@ -160,6 +160,23 @@ function commandLogger(config: CompiledConfig) {
     pretty: false,
     destination: process.stderr,
   });
+}
+
+/** A one-shot command: a Kafka failure is reported as one line naming the brokers. */
+async function oneShot(config: CompiledConfig, work: () => Promise<number>): Promise<number> {
+  try {
+    return await work();
+  } catch (err) {
+    const name = (err as { name?: unknown }).name;
+    if (typeof name === 'string' && name.startsWith('KafkaJS'))
+      throw classifyKafkaError(err, `Kafka at ${config.kafka.brokers.join(',')}`);
+    throw err;
+  }
+}
+
+/** A programmer error with where it was thrown; anything else by its message. */
+function describeFailure(err: unknown): string {
+  return isProgrammerError(err) ? `programmer error (a bug): ${describeBug(err)}` : errorMessage(err);
 }
 
 /** Commands that print results keep the log to warnings, on stderr. */

@@ -54,7 +54,7 @@ export async function dlqList(
     string,
     { table: string; errorClass: string; count: number; first: string; last: string; example: string }
   >();
-  const kafka = createKafka(config.kafka, logger, '-dlq');
+  const kafka = createKafka(config.kafka, logger, '-dlq', { failFast: true });
   await readTopicToEnd(kafka, config.kafka.dlqTopic, (message, partition) => {
     const letter = toLetter(message, partition);
     if (opts.table && letter.table !== opts.table) return;
@@ -114,7 +114,7 @@ export async function dlqReplay(
   const mappings = new Map(config.mappings.map((m) => [m.table, m]));
   const redis = createRedis(config.redis);
   const applier = new RedisApplier(redis);
-  const kafka = createKafka(config.kafka, logger, '-dlq');
+  const kafka = createKafka(config.kafka, logger, '-dlq', { failFast: true });
   const counts: Record<ReplayOutcome, number> = { applied: 0, stale: 0, failed: 0, unmapped: 0 };
   const failures: string[] = [];
   const progress = new Progress(out, opts.dryRun ? 'checked' : 'replayed');

@@ -62,7 +62,7 @@ export async function runStatus(
 }
 
 export async function collectStatus(config: CompiledConfig, logger: Logger): Promise<Status> {
-  const kafka = createKafka(config.kafka, logger, '-status');
+  const kafka = createKafka(config.kafka, logger, '-status', { failFast: true });
   const [checkpoint, source] = await Promise.all([
     new KafkaCheckpointStore(kafka, config.kafka.checkpointTopic).load(),
     readSourceHead(config.source).catch((err: Error) => {

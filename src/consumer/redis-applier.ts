@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { CacheOp } from '../core/cache-plan.js';
-import { MessageError, UnavailableError } from '../core/errors.js';
+import { isProgrammerError, MessageError, UnavailableError } from '../core/errors.js';
 import { keyFilter, type KeyFilter } from '../core/key-filter.js';
 import { VERSION_COMPARE_LUA } from '../core/version.js';
 import { versionKeyFor } from '../core/version-guard.js';
@@ -125,7 +125,7 @@ export class RedisApplier {
    * Applies every op, concurrently but in order on each connection; `control` keeps a long
    * table-level delete heartbeating and lets shutdown stop it. Resolves one outcome per op, or
    * rejects: UnavailableError when Redis itself failed (retry later), MessageError when Redis
-   * rejected an op because of its content (wrong type, value too large).
+   * rejected an op because of its content (wrong type, value too large), anything else is a bug.
    */
   async apply(ops: readonly CacheOp[], control: ScanControl = {}): Promise<OpOutcome[]> {
     const settled = await Promise.allSettled(ops.map((op) => this.applyOne(op, control)));
@@ -137,7 +137,7 @@ export class RedisApplier {
         continue;
       }
       const err = classifyRedisError(result.reason);
-      if (err instanceof UnavailableError) throw err;
+      if (!(err instanceof MessageError)) throw err;
       messageError ??= new MessageError(`${ops[i]?.path ?? ''}: ${err.message}`, { cause: err });
     }
     if (messageError) throw messageError;
@@ -261,16 +261,25 @@ function defineScripts(redis: RedisClient): void {
   define('csZremIfScore', 1, ZREM_IF_SCORE);
 }
 
-/** Reply errors Redis gives while it cannot serve, as opposed to errors about the command itself. */
-const TRANSIENT_REPLIES =
-  /^(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|MOVED|ASK|OOM|NOREPLICAS)\b/;
+/**
+ * Replies that are Redis' own condition, not the command's: it is loading, busy, out of memory,
+ * cannot persist (MISCONF), refuses this user (NOAUTH, WRONGPASS, NOPERM after an ACL change), has
+ * too many clients, or a cluster is reconfiguring. Inside a Lua script Redis wraps them (`ERR Error
+ * running script ...: OOM command not allowed ...`), so they are looked for anywhere in the reply.
+ */
+const OUTAGE_REPLIES =
+  /(^|[\s:(-])(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|READONLY|MOVED|ASK|OOM|NOREPLICAS|MISCONF|NOPERM|NOAUTH|WRONGPASS)\b|max number of clients reached/;
 
-/** Sorts a failure from ioredis into the message's fault or Redis being unavailable. */
-export function classifyRedisError(reason: unknown): MessageError | UnavailableError {
+/**
+ * Sorts a failure from ioredis into the message's fault or Redis being unavailable. A programmer
+ * error (a TypeError in cachesync's own code) is returned as it is: it is neither.
+ */
+export function classifyRedisError(reason: unknown): MessageError | UnavailableError | Error {
   if (reason instanceof MessageError || reason instanceof UnavailableError) return reason;
+  if (isProgrammerError(reason)) return reason as Error;
   const err = reason instanceof Error ? reason : new Error(String(reason));
-  if (err.name === 'ReplyError' && !TRANSIENT_REPLIES.test(err.message)) {
+  if (err.name === 'ReplyError' && !OUTAGE_REPLIES.test(err.message)) {
     return new MessageError(`Redis rejected the write: ${err.message}`, { cause: err });
   }
-  return new UnavailableError(`Redis unavailable: ${err.message}`, { cause: err });
+  return new UnavailableError(`Redis unavailable: ${err.message}`, { cause: err, server: 'redis' });
 }

@@ -1,5 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { CachesyncError } from './errors.js';
+import { errorKind } from './errors.js';
 
 /** Exponential backoff with jitter and a cap. */
 export interface BackoffPolicy {
@@ -22,37 +21,84 @@ export function backoffDelay(
   return Math.max(0, Math.round(base * (1 - jitter + random() * 2 * jitter)));
 }
 
-/** Programmer errors are never retried; CachesyncErrors say for themselves; anything else is I/O. */
+/**
+ * Only an outage is retried without limit: a programmer error, a fatal error (the operator must act)
+ * and a message error (retried by the consumer within its own attempt budget) are not.
+ */
 export function isRetriable(err: unknown): boolean {
-  if (err instanceof TypeError || err instanceof RangeError) return false;
-  if (err instanceof CachesyncError) return err.retriable;
-  return true;
+  return errorKind(err) === 'outage';
+}
+
+/**
+ * Waits `ms`, or less if `signal` aborts first. Resolves true when the full time passed, false when
+ * aborted: a loop waiting out a backoff must stop at once on shutdown.
+ */
+export function pause(ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 export interface RetryOptions {
   /** Give up after this many attempts (default: never, while the error is retriable). */
   maxAttempts?: number;
-  /** Stop retrying (rethrowing the last error) once this returns true, e.g. on shutdown. */
+  /** Stops retrying (rethrowing the last error) when aborted, also in the middle of a backoff. */
+  signal?: AbortSignal;
+  /** Stop retrying (rethrowing the last error) once this returns true. */
   aborted?: () => boolean;
+  /** Which errors to retry. Default isRetriable: outages only. */
+  retriable?: (err: unknown) => boolean;
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
   random?: () => number;
 }
 
-/** Runs fn until it succeeds, a non-retriable error occurs, attempts run out or the caller aborts. */
+/**
+ * The one retry helper: runs fn until it succeeds, a non-retriable error occurs, attempts run out or
+ * the caller aborts (then the last error is rethrown).
+ */
 export async function retry<T>(
   fn: (attempt: number) => Promise<T>,
   policy: BackoffPolicy,
   opts: RetryOptions = {},
 ): Promise<T> {
+  const retriable = opts.retriable ?? isRetriable;
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt);
     } catch (err) {
       const exhausted = opts.maxAttempts !== undefined && attempt >= opts.maxAttempts;
-      if (!isRetriable(err) || exhausted || opts.aborted?.()) throw err;
+      const stopped = opts.signal?.aborted === true || opts.aborted?.() === true;
+      if (!retriable(err) || exhausted || stopped) throw err;
       const delay = backoffDelay(policy, attempt, opts.random);
       opts.onRetry?.(err, attempt, delay);
-      await sleep(delay);
+      if (!(await pause(delay, opts.signal))) throw err;
     }
+  }
+}
+
+/**
+ * Logs a repeated failure once per kind, not once per attempt: `report(kind)` is true the first time
+ * a kind is seen since the last `clear()`.
+ */
+export class OncePerKind {
+  private readonly seen = new Set<string>();
+
+  report(kind: string): boolean {
+    if (this.seen.has(kind)) return false;
+    if (this.seen.size < 100) this.seen.add(kind);
+    return true;
+  }
+
+  clear(): void {
+    this.seen.clear();
   }
 }

@@ -21,6 +21,8 @@ const ROUTINE = [
   /leadership election/i,
   /Limiting retries for the idempotent producer/,
   /switched default partitioner/,
+  // Connection failures: cachesync reports the outage itself (readiness, one log line per kind).
+  /Connection error|Failed to connect to seed broker|Connection timeout|ECONNREFUSED/i,
 ];
 
 /**
@@ -53,8 +55,17 @@ export function kafkaSecurity(config: KafkaConfig): Pick<KafkajsConfig, 'ssl' | 
   };
 }
 
-/** A kafkajs client whose log lines go through our logger (warn and up). */
-export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix = ''): Kafka {
+/**
+ * A kafkajs client whose log lines go through our logger (warn and up). `failFast` is for one-shot
+ * commands (status, dlq): a couple of quick retries, short timeouts, and no retry log lines, so a
+ * Kafka that is down fails the command within seconds with one line.
+ */
+export function createKafka(
+  config: KafkaConfig,
+  logger: Logger,
+  clientIdSuffix = '',
+  opts: { failFast?: boolean } = {},
+): Kafka {
   const log = logger.child({ component: 'kafkajs' });
   return new Kafka({
     clientId: `${config.clientId}${clientIdSuffix}`,
@@ -66,10 +77,13 @@ export function createKafka(config: KafkaConfig, logger: Logger, clientIdSuffix 
       ({ level, log: entry }: LogEntry) => {
         const { message, ...context } = entry;
         const text = `${message} ${String(context.error ?? '')}`;
-        const routine = ROUTINE.some((r) => r.test(text));
+        const routine = opts.failFast === true || ROUTINE.some((r) => r.test(text));
         log[routine ? 'debug' : (LEVELS[level] ?? 'info')](context, message);
       },
-    retry: { initialRetryTime: 200, retries: 8, maxRetryTime: 10_000 },
+    retry: opts.failFast
+      ? { initialRetryTime: 200, retries: 2, maxRetryTime: 1000 }
+      : { initialRetryTime: 200, retries: 8, maxRetryTime: 10_000 },
+    ...(opts.failFast ? { connectionTimeout: 3000, requestTimeout: 5000 } : {}),
   });
 }
 

@@ -19,6 +19,7 @@ export interface LoggerOptions {
  * or readable lines on a terminal. Anything that looks like a secret is redacted.
  */
 export function createLogger(opts: LoggerOptions = {}): Logger {
+  // pino-pretty is a development dependency: without it (a production install) a terminal gets JSON.
   const pretty = (opts.pretty ?? Boolean(process.stdout.isTTY)) && prettyAvailable();
   const base = {
     level: opts.level ?? 'info',

@@ -102,6 +102,11 @@ export class Metrics {
     [],
     LATENCY_BUCKETS,
   );
+  readonly changesSkipped = this.counter(
+    'cachesync_changes_skipped_total',
+    'Change events skipped without applying them, by reason (unmapped_table)',
+    ['reason'],
+  );
   readonly consumerPaused = this.gauge(
     'cachesync_consumer_paused',
     '1 while applying is paused by a Redis outage',
@@ -120,7 +125,13 @@ export class Metrics {
   );
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'cachesync_' });
+    if (opts.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'cachesync_' });
+      // prom-client exports these gauges with a `_total` suffix, which Prometheus reserves for
+      // counters (promtool complains); the same numbers are in the `nodejs_active_*{type}` gauges.
+      for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total'])
+        this.registry.removeSingleMetric(`cachesync_nodejs_${name}`);
+    }
   }
 
   private counter<L extends string>(name: string, help: string, labelNames: L[] = []) {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/observability/metrics.js';
 
@@ -15,5 +16,20 @@ describe('Metrics', () => {
       .map((l) => l.split(' ')[2]);
     expect(names.length).toBeGreaterThan(20);
     expect(names.filter((n) => !n?.startsWith('cachesync_'))).toEqual([]);
+  });
+
+  it('names no gauge with the _total suffix Prometheus keeps for counters; promtool agrees', async () => {
+    const metrics = new Metrics();
+    metrics.changesSkipped.inc({ reason: 'unmapped_table' });
+    const text = await metrics.registry.metrics();
+    const gauges = text
+      .split('\n')
+      .filter((l) => l.startsWith('# TYPE ') && l.endsWith(' gauge'))
+      .map((l) => l.split(' ')[2]);
+    expect(gauges.filter((n) => n?.endsWith('_total'))).toEqual([]);
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    if (promtool.error) return; // promtool not installed: the name check above still holds
+    expect(`${promtool.stdout}${promtool.stderr}`.trim()).toBe('');
+    expect(promtool.status).toBe(0);
   });
 });
