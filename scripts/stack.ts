@@ -2,7 +2,7 @@
  * Manages the local stack of real servers (MariaDB, Redis, Kafka) used by the demo.
  *
  *   npm run stack -- up|down|status
- *   npm run stack -- start|stop|kill|restart <mariadb|redis|kafka>
+ *   npm run stack -- start|stop|kill|restart|freeze|thaw <mariadb|redis|kafka>
  */
 import { join } from 'node:path';
 import { LocalStack, REPO_ROOT, SERVERS, type ServerName } from './local-stack/local-stack.js';
@@ -54,8 +54,16 @@ async function main(argv: string[]): Promise<number> {
     case 'restart':
       await stack.restart(one());
       return 0;
+    case 'freeze':
+      stack.freeze(one());
+      return 0;
+    case 'thaw':
+      stack.thaw(one());
+      return 0;
     default:
-      console.error('usage: npm run stack -- up|down|status|start|stop|kill|restart [mariadb|redis|kafka]');
+      console.error(
+        'usage: npm run stack -- up|down|status|start|stop|kill|restart|freeze|thaw [mariadb|redis|kafka]',
+      );
       return 2;
   }
 }

@@ -5,7 +5,10 @@ import { HttpServer, type HealthSource } from './observability/http-server.js';
 import { Metrics } from './observability/metrics.js';
 import { mappingProblems } from './tailer/source-checks.js';
 import { Tailer } from './tailer/tailer.js';
-import { ConfigError } from './core/errors.js';
+import { ConfigError, describeBug, errorKind, errorMessage, isProgrammerError } from './core/errors.js';
+import { OncePerKind, retry, type BackoffPolicy } from './core/retry.js';
+import { classifyKafkaError, kafkaErrorType } from './kafka/kafka-errors.js';
+import { classifyMysqlError } from './tailer/mysql-errors.js';
 
 export type Role = 'all' | 'tailer' | 'consumer';
 export const ROLES: readonly Role[] = ['all', 'tailer', 'consumer'];
@@ -16,12 +19,16 @@ export interface RuntimeOptions {
   metrics?: Metrics;
   /** How long close() waits for in-flight work. Default 30 s. */
   graceMs?: number;
+  /** Install SIGTERM/SIGINT handlers before starting, so a stop during start-up is clean. */
+  handleSignals?: boolean;
+  /** Backoff between start-up attempts while a server is not up yet. Default 200 ms to 5 s. */
+  startBackoff?: BackoffPolicy;
 }
 
 /**
  * The composition root: wires the compiled config to the tailer and/or consumer, serves metrics and
- * health, and owns shutdown. `done` settles when the process should exit: resolved after a clean
- * stop, rejected when a component failed for good.
+ * health, and owns start-up and shutdown. `done` settles when the process should exit: resolved
+ * after a clean stop, rejected when a component failed for good.
  */
 export class Runtime {
   readonly metrics: Metrics;
@@ -33,6 +40,8 @@ export class Runtime {
   private failure: unknown;
   private settle!: { resolve: () => void; reject: (err: unknown) => void };
   private readonly log: Logger;
+  /** Aborted by stop(): start-up retries end at once. */
+  private readonly stopSignal = new AbortController();
 
   private constructor(
     private readonly config: CompiledConfig,
@@ -45,9 +54,14 @@ export class Runtime {
     this.done.catch(() => undefined);
   }
 
-  /** Starts the health server first (so probes answer during start-up), then the roles. */
+  /**
+   * Starts the health server first (so probes answer during start-up), then the roles side by side.
+   * A server that is not up yet, or answers with a transient error, is waited for; what only an
+   * operator can fix (config, credentials, privileges) throws at once.
+   */
   static async start(config: CompiledConfig, opts: RuntimeOptions): Promise<Runtime> {
     const runtime = new Runtime(config, opts);
+    if (opts.handleSignals) runtime.installSignalHandlers();
     try {
       await runtime.startComponents();
     } catch (err) {
@@ -67,10 +81,21 @@ export class Runtime {
       ...(this.runsTailer ? { tailer: this.tailer?.state ?? 'starting' } : {}),
       ...(this.runsConsumer ? { consumer: this.consumer?.state ?? 'starting' } : {}),
     });
+    const waitingOn = () => {
+      const out: Record<string, string> = {};
+      const tailer = this.tailer?.waitingOn;
+      const consumer = this.consumer?.waitingOn;
+      if (tailer) out.tailer = tailer;
+      if (consumer) out.consumer = consumer;
+      return out;
+    };
     return {
       live: () => !Object.values(states()).includes('failed'),
-      ready: () => Object.values(states()).every((s) => s === 'streaming'),
+      ready: () =>
+        (!this.runsTailer || this.tailer?.ready === true) &&
+        (!this.runsConsumer || this.consumer?.ready === true),
       describe: states,
+      waitingOn,
     };
   }
 
@@ -91,49 +116,96 @@ export class Runtime {
       health: this.health,
     });
     this.log.info({ port: this.http.port }, 'serving /metrics, /healthz and /readyz');
-    const deps = { config, logger: this.opts.logger, metrics };
-    if (this.runsTailer) {
-      // A mapping that names a missing table or column would fail on every change: refuse to start.
-      const problems = await mappingProblems(config);
-      if (problems.length > 0) {
-        const lines = problems.map((p) => `  ${p}`).join('\n');
-        throw new ConfigError(`${config.file}: the mappings do not match the database:\n${lines}`);
-      }
+    // The roles start side by side: the tailer does not wait for the consumers' group join, and
+    // either may come up before the servers it needs.
+    const starts: Promise<void>[] = [];
+    if (this.runsConsumer) starts.push(this.startConsumer());
+    if (this.runsTailer) starts.push(this.startTailer());
+    const results = await Promise.allSettled(starts);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  private async startConsumer(): Promise<void> {
+    const deps = { config: this.config, logger: this.opts.logger, metrics: this.metrics };
+    const consumer = await this.untilUp('consumer', () => ChangeConsumer.create(deps));
+    this.consumer = consumer;
+    consumer.on(
+      'state',
+      (s) => s === 'failed' && this.fail(consumer.failure ?? new Error('the consumer failed')),
+    );
+    await this.untilUp('consumer', () => consumer.run());
+  }
+
+  private async startTailer(): Promise<void> {
+    const config = this.config;
+    // A mapping that names a missing table or column would fail on every change: refuse to start.
+    const problems = await this.untilUp('tailer', () => mappingProblems(config));
+    if (problems.length > 0) {
+      const lines = problems.map((p) => `  ${p}`).join('\n');
+      throw new ConfigError(`${config.file}: the mappings do not match the database:\n${lines}`);
     }
-    if (this.runsConsumer) {
-      this.consumer = await ChangeConsumer.create(deps);
-      this.consumer.on(
-        'state',
-        (s) => s === 'failed' && this.fail(new Error('the consumer stopped for good')),
-      );
-      await this.consumer.run();
-    }
-    if (this.runsTailer) {
-      this.tailer = await Tailer.create(deps);
-      this.tailer.run().catch((err: unknown) => this.fail(err));
-    }
+    const deps = { config, logger: this.opts.logger, metrics: this.metrics };
+    const tailer = await this.untilUp('tailer', () => Tailer.create(deps));
+    this.tailer = tailer;
+    tailer.run().catch((err: unknown) => this.fail(err));
+  }
+
+  /**
+   * Runs a start-up step until it succeeds. An outage (a server not up yet, Kafka electing a leader
+   * or loading a coordinator, a topic not yet known right after its creation) is retried with
+   * backoff and logged once per kind; anything else is thrown.
+   */
+  private async untilUp<T>(role: string, step: () => Promise<T>): Promise<T> {
+    const once = new OncePerKind();
+    return retry(
+      async () => {
+        try {
+          return await step();
+        } catch (err) {
+          throw classifyStartError(err);
+        }
+      },
+      this.opts.startBackoff ?? { initialMs: 200, maxMs: 5000 },
+      {
+        signal: this.stopSignal.signal,
+        onRetry: (err) => {
+          if (once.report(startErrorKind(err)))
+            this.log.warn(
+              { err: errorMessage(err), component: role },
+              'a server is not ready yet; waiting for it (logged once per kind)',
+            );
+        },
+      },
+    );
   }
 
   private fail(err: unknown): void {
     if (this.stopping) return;
     this.failure = err;
-    this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'fatal error; stopping');
+    this.log.error(
+      { err: isProgrammerError(err) ? describeBug(err) : errorMessage(err), kind: errorKind(err) },
+      'fatal error; stopping',
+    );
     void this.stop();
   }
 
   /** Drains and stops every component within the grace period. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.stopSignal.abort();
       const graceMs = this.opts.graceMs ?? 30_000;
       this.log.info({ graceMs }, 'stopping');
       // Tailer first, so everything it read reaches Kafka while consumers still run.
       await this.tailer
         ?.close(graceMs)
-        .catch((err: unknown) => this.log.warn({ err: String(err) }, 'tailer close'));
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'tailer close'));
       await this.consumer
         ?.close(graceMs)
-        .catch((err: unknown) => this.log.warn({ err: String(err) }, 'consumer close'));
-      await this.http?.close();
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer close'));
+      await this.http
+        ?.close()
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'http close'));
       this.log.info('stopped');
       if (this.failure !== undefined) this.settle.reject(this.failure);
       else this.settle.resolve();
@@ -156,4 +228,20 @@ export class Runtime {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }
+}
+
+/** A start-up failure in the taxonomy: Kafka's and MySQL's errors sorted, the rest as they are. */
+function classifyStartError(err: unknown): unknown {
+  if (errorKind(err) !== 'outage') return err;
+  const e = err as { name?: string; errno?: unknown; sqlState?: unknown };
+  if (typeof e.name === 'string' && e.name.startsWith('KafkaJS')) return classifyKafkaError(err);
+  if (typeof e.errno === 'number' && e.sqlState !== undefined) return classifyMysqlError(err, 'MySQL');
+  return err;
+}
+
+/** What "the same failure" means for logging once per kind: the server's error type or code. */
+function startErrorKind(err: unknown): string {
+  const cause = (err as { cause?: unknown }).cause ?? err;
+  const e = cause as { name?: string; code?: string | number; errno?: string | number };
+  return [kafkaErrorType(err) ?? '', String(e.code ?? e.errno ?? ''), e.name ?? ''].join(':');
 }

@@ -127,6 +127,21 @@ export class LocalStack {
     await stopByPidFile(this.pidFile(server), { signal: 'SIGKILL' });
   }
 
+  /**
+   * Freezes a server with SIGSTOP: its connections stay open and nothing answers, as in a network
+   * partition or a stuck server. `thaw` lets it go on.
+   */
+  freeze(server: ServerName): void {
+    const pid = this.pid(server);
+    if (pid === undefined || !isAlive(pid)) throw new Error(`${server} is not running`);
+    process.kill(pid, 'SIGSTOP');
+  }
+
+  thaw(server: ServerName): void {
+    const pid = this.pid(server);
+    if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGCONT');
+  }
+
   async restart(server: ServerName): Promise<void> {
     await this.stop(server);
     await this.start(server);

@@ -46,8 +46,11 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
     metrics: config.metrics,
     tailer: {
       maxBufferedEvents: tailer.maxBufferedEvents,
+      maxBufferedBytes: tailer.maxBufferedBytes,
       batchSize: tailer.batchSize,
+      maxBatchBytes: tailer.maxBatchBytes,
       lingerMs: tailer.linger,
+      compression: tailer.compression,
     },
     consumer: {
       maxAttempts: consumer.maxAttempts,
@@ -55,6 +58,9 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
       retryMaxMs: consumer.retryMax,
       partitionsConcurrently: consumer.partitionsConcurrently,
       maxPendingRedeletes: consumer.maxPendingRedeletes,
+      maxFetchBytes: consumer.maxFetchBytes,
+      sessionTimeoutMs: consumer.sessionTimeout,
+      heartbeatIntervalMs: consumer.heartbeatInterval,
     },
     audit: { sampleRate: config.audit.sampleRate, delayMs: config.audit.delay },
     log: config.log,

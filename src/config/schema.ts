@@ -326,6 +326,21 @@ function retryBounds(value: Loose, ctx: Refinement): void {
   }
 }
 
+function heartbeatBounds(value: Loose, ctx: Refinement): void {
+  const { sessionTimeout, heartbeatInterval } = value;
+  if (
+    typeof sessionTimeout === 'number' &&
+    typeof heartbeatInterval === 'number' &&
+    heartbeatInterval * 3 > sessionTimeout
+  ) {
+    issueAt(
+      ctx,
+      ['heartbeatInterval'],
+      `${formatDuration(heartbeatInterval)} is above a third of sessionTimeout ${formatDuration(sessionTimeout)}; expected at most ${formatDuration(Math.floor(sessionTimeout / 3))}`,
+    );
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The file
 
@@ -424,8 +439,11 @@ const metricsSchema = section({
 
 const tailerSchema = section({
   maxBufferedEvents: atLeastOne().default(20_000),
+  maxBufferedBytes: atLeastOne().default(64 * 1024 * 1024),
   batchSize: atLeastOne().default(1_000),
+  maxBatchBytes: atLeastOne().default(512 * 1024),
   linger: duration().default(0),
+  compression: oneOf(['gzip', 'none']).default('gzip'),
 });
 
 const consumerSchema = section({
@@ -434,7 +452,12 @@ const consumerSchema = section({
   retryMax: duration({ positive: true }).default(10_000),
   partitionsConcurrently: atLeastOne().default(3),
   maxPendingRedeletes: atLeastOne().default(100_000),
-}).superRefine(retryBounds, ON_MAPPING);
+  maxFetchBytes: atLeastOne().default(4 * 1024 * 1024),
+  sessionTimeout: duration({ positive: true }).default(6000),
+  heartbeatInterval: duration({ positive: true }).default(1000),
+})
+  .superRefine(retryBounds, ON_MAPPING)
+  .superRefine(heartbeatBounds, ON_MAPPING);
 
 const auditSchema = section({
   sampleRate: scalar('a fraction from 0 to 1, like 0.01 (0 turns the audit off)', parseRate).default(0.01),

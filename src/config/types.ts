@@ -113,8 +113,20 @@ export interface MetricsConfig {
 export interface TailerConfig {
   /** Change events read but not yet acknowledged by Kafka; past it the binlog is paused. Default 20 000. */
   maxBufferedEvents: number;
+  /**
+   * Bytes of change events read but not yet acknowledged by Kafka (their JSON size); past it the
+   * binlog is paused, like maxBufferedEvents. Default 64 MiB.
+   */
+  maxBufferedBytes: number;
   /** Max messages per produce request. Default 1 000. */
   batchSize: number;
+  /**
+   * Max bytes (uncompressed JSON) per produce request, so no partition's batch passes the broker's
+   * `message.max.bytes`; a single larger change goes alone. Default 512 KiB.
+   */
+  maxBatchBytes: number;
+  /** Compression of produce requests: `gzip` (built into kafkajs) or `none`. Default gzip. */
+  compression: 'gzip' | 'none';
   /** How long a partly full batch waits for more events. Default 0: batches form while the previous send is in flight. */
   lingerMs: number;
 }
@@ -130,6 +142,15 @@ export interface ConsumerConfig {
   partitionsConcurrently: number;
   /** Delayed deletes scheduled and not yet run; past it the consumer waits before scheduling more. Default 100 000. */
   maxPendingRedeletes: number;
+  /** Bytes one fetch from Kafka may return (kafkajs maxBytes; a partition gets at most a quarter). Default 4 MiB. */
+  maxFetchBytes: number;
+  /**
+   * Consumer group session timeout: a crashed member's partitions move after this long. The broker
+   * bounds it with group.min.session.timeout.ms (6 s by default). Default 6 s.
+   */
+  sessionTimeoutMs: number;
+  /** Heartbeats to the group coordinator; at most a third of the session timeout. Default 1 s. */
+  heartbeatIntervalMs: number;
 }
 
 /** The consumers' audit: re-reading a sample of the rows whose keys they wrote. */

@@ -1,13 +1,21 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EventEmitter } from 'node:events';
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Consumer, ConsumerRunConfig, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Cluster, Redis } from 'ioredis';
 import type { CompiledConfig, CompiledMapping } from '../config/types.js';
 import { planCacheOps, type CacheOp } from '../core/cache-plan.js';
 import { decodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
-import { MessageError } from '../core/errors.js';
-import { backoffDelay, type BackoffPolicy } from '../core/retry.js';
+import { withDeadline } from '../core/deadline.js';
+import {
+  describeBug,
+  errorKind,
+  errorMessage,
+  isProgrammerError,
+  MessageError,
+  ProgrammerError,
+} from '../core/errors.js';
+import { backoffDelay, pause, retry, type BackoffPolicy } from '../core/retry.js';
 import { createKafka, ensureTopics } from '../kafka/kafka-client.js';
+import { classifyKafkaError } from '../kafka/kafka-errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Auditor } from './audit.js';
@@ -27,11 +35,23 @@ export interface ChangeConsumerOptions {
   chunkSize?: number;
   /** Delay between runs of due delayed deletes. Default 50 ms. */
   redeletePollMs?: number;
+  /**
+   * A server that has not answered for this long is taken as down (frozen, partitioned): the
+   * consumer reports itself paused, naming it. Default 3 s.
+   */
+  stallMs?: number;
 }
+
+/** Which server a paused consumer waits for. */
+export type WaitingOn = 'redis' | 'kafka';
 
 type DeadLetter = { message: KafkaMessage; info: FailureInfo };
 
 const COMMIT_INTERVAL_MS = 1000;
+/** How often Redis is pinged while nothing else shows it answers. */
+const PROBE_INTERVAL_MS = 1000;
+/** Tables named in log lines about unmapped changes, at most (bounded memory and log volume). */
+const MAX_REPORTED_TABLES = 100;
 
 /** One message of a chunk on its way to Redis. */
 interface Pending {
@@ -51,6 +71,11 @@ interface Pending {
 export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private state_: ConsumerState = 'starting';
   private closing = false;
+  private closed: Promise<void> | undefined;
+  /** Aborted by close(): every backoff and wait ends at once. */
+  private readonly stop = new AbortController();
+  /** Why the consumer failed for good, when it did. */
+  failure: unknown;
   private readonly log: Logger;
   private readonly mappings: Map<string, CompiledMapping>;
   private readonly retryPolicy: BackoffPolicy;
@@ -60,6 +85,13 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private readonly auditor: Auditor;
   private redeleteLoop: Promise<void> | undefined;
   private commitLoop: Promise<void> | undefined;
+  private probeLoop: Promise<void> | undefined;
+  /** Redis answered its last ping within the deadline. */
+  private redisAnswers = true;
+  /** When Kafka last answered a request of this member's (epoch ms). */
+  private lastKafkaAnswerMs = Date.now();
+  private readonly stallMs: number;
+  private readonly unmappedReported = new Set<string>();
   /** Batches being applied right now. */
   private inFlight = 0;
   /** Commits through the current group generation (any batch's payload will do). */
@@ -81,6 +113,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     const c = opts.config.consumer;
     this.retryPolicy = { initialMs: c.retryInitialMs, maxMs: c.retryMaxMs };
     this.chunkSize = opts.chunkSize ?? 500;
+    this.stallMs = opts.stallMs ?? 3000;
     this.applier = new RedisApplier(redis);
     this.deadLetters = new DeadLetterWriter(producer, opts.config.kafka.dlqTopic);
     this.auditor = new Auditor({ config: opts.config, redis, metrics: opts.metrics, logger: opts.logger });
@@ -101,12 +134,20 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     const kafka = opts.kafka ?? createKafka(opts.config.kafka, opts.logger, '-consumer');
     await ensureTopics(kafka, opts.config.kafka);
     // A crashed member is noticed within the session timeout; its partitions then move on.
+    const c = opts.config.consumer;
     const consumer = kafka.consumer({
       groupId: opts.config.kafka.groupId,
       allowAutoTopicCreation: false,
-      sessionTimeout: 10_000,
-      heartbeatInterval: 1000,
+      // A crashed member's partitions move once its session expires: as low as the broker allows
+      // (group.min.session.timeout.ms) is what bounds recovery after a kill.
+      sessionTimeout: c.sessionTimeoutMs,
+      heartbeatInterval: c.heartbeatIntervalMs,
       rebalanceTimeout: 30_000,
+      // An idle member still hears from Kafka every second, so a frozen broker is noticed.
+      maxWaitTimeInMs: 1000,
+      // What one fetch may bring in, decoded into memory before it is applied.
+      maxBytes: c.maxFetchBytes,
+      maxBytesPerPartition: Math.max(64 * 1024, Math.floor(c.maxFetchBytes / 4)),
     });
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     const redis = opts.redis ?? createRedis(opts.config.redis);
@@ -118,22 +159,53 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     return this.state_;
   }
 
+  /**
+   * The server a paused or stalled consumer waits for, if any: Redis not connected or not answering
+   * its pings, or Kafka silent for longer than the stall limit (a member hears from it every second).
+   */
+  get waitingOn(): WaitingOn | undefined {
+    if (!this.redisConnected || !this.redisAnswers || this.outages > 0) return 'redis';
+    if (this.running && !this.closing && Date.now() - this.lastKafkaAnswerMs > this.stallMs) return 'kafka';
+    return undefined;
+  }
+
+  /** Ready: streaming, and no server it depends on has gone silent. */
+  get ready(): boolean {
+    return this.state_ === 'streaming' && this.waitingOn === undefined;
+  }
+
   /** Joins the group and applies changes until close(). */
   async run(): Promise<void> {
-    const { topic } = this.opts.config.kafka;
-    await this.consumer.subscribe({ topic, fromBeginning: true });
-    // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.opts.metrics.consumerLag.reset());
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      const { error, restart } = e.payload as { error: Error; restart: boolean };
-      this.log.error({ err: error.message, restart }, 'consumer crashed');
-      if (!restart && !this.closing) this.setState('failed');
-    });
-    // Due delayed deletes need only Redis: run them from now, not from when the group has
-    // assigned partitions (joining can wait out a crashed member's session timeout).
-    this.redeleteLoop = this.runRedeletes();
-    this.auditor.start();
-    await this.consumer.run({
+    if (this.running) return;
+    if (!this.redeleteLoop) {
+      // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
+      this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.opts.metrics.consumerLag.reset());
+      this.consumer.on(this.consumer.events.CRASH, (e) => {
+        const { error, restart } = e.payload as { error: Error; restart: boolean };
+        this.log.error({ err: error.message, restart }, 'consumer crashed');
+        if (!restart && !this.closing) this.failWith(classifyKafkaError(error, 'the consumer group'));
+      });
+      this.consumer.on(this.consumer.events.REQUEST, () => {
+        this.lastKafkaAnswerMs = Date.now();
+      });
+      this.probeLoop = this.runRedisProbe();
+      // Due delayed deletes need only Redis: run them from now, not from when the group has
+      // assigned partitions (joining can wait out a crashed member's session timeout).
+      this.redeleteLoop = this.runRedeletes();
+      this.auditor.start();
+    }
+    // Subscribing reads the topic's metadata: right after its creation that can fail for a moment
+    // (unknown topic, no leader yet); the caller retries run() then.
+    await this.consumer.subscribe({ topic: this.opts.config.kafka.topic, fromBeginning: true });
+    await this.consumer.run(this.runConfig());
+    this.lastKafkaAnswerMs = Date.now();
+    this.running = true;
+    this.refreshState();
+    this.commitLoop = this.runCommits();
+  }
+
+  private runConfig(): ConsumerRunConfig {
+    return {
       eachBatchAutoResolve: false,
       // Offsets of applied changes are committed once a second (and at shutdown), not after every
       // batch as kafkajs's autoCommit does: a commit per batch sits on the latency path, since the
@@ -143,41 +215,74 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       autoCommitInterval: COMMIT_INTERVAL_MS,
       partitionsConsumedConcurrently: this.opts.config.consumer.partitionsConcurrently,
       eachBatch: (payload) => this.handleBatch(payload),
-    });
-    this.running = true;
-    this.refreshState();
-    this.commitLoop = this.runCommits();
+    };
   }
 
-  async close(graceMs = 30_000): Promise<void> {
-    if (this.closing) return;
+  /** Stops applying, commits what was applied, leaves the group. Idempotent; every step guarded. */
+  close(graceMs = 30_000): Promise<void> {
+    this.closed ??= this.shutdown(graceMs);
+    return this.closed;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const failed = this.state_ === 'failed';
     this.closing = true;
-    this.setState('stopping');
-    // Batches in hand stop at their next chunk; what they applied is committed before leaving.
+    this.stop.abort();
+    if (!failed) this.setState('stopping');
     const deadline = Date.now() + graceMs;
-    while (this.inFlight > 0 && Date.now() < deadline) await sleep(20);
-    await Promise.all([this.redeleteLoop, this.commitLoop, this.auditor.close()]);
-    await this.commitApplied();
-    await Promise.race([this.consumer.disconnect(), sleep(Math.max(0, deadline - Date.now()))]).catch(
-      () => undefined,
+    const left = () => Math.max(0, deadline - Date.now());
+    const step = async (what: string, work: () => Promise<unknown>) => {
+      try {
+        await withDeadline(work(), left(), what);
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err) }, `close: ${what}`);
+      }
+    };
+    // Batches in hand stop at their next chunk; what they applied is committed before leaving.
+    await step('waiting for batches in hand', async () => {
+      while (this.inFlight > 0) await pause(20);
+    });
+    await step('stopping the loops', () =>
+      Promise.all([this.redeleteLoop, this.commitLoop, this.probeLoop, this.auditor.close()]),
     );
-    await this.producer.disconnect().catch(() => undefined);
+    if (!failed) await step('committing applied offsets', () => this.commitApplied());
+    await step('leaving the group', () => this.consumer.disconnect());
+    await step('closing the dead-letter producer', () => this.producer.disconnect());
     if (this.ownsRedis) this.redis.disconnect();
-    this.setState('stopped');
+    if (!failed) this.setState('stopped');
+  }
+
+  /**
+   * A programmer error or one only an operator can fix: stop for good. The process exits 1 and its
+   * supervisor restarts it; nothing is committed past what was applied, nothing dead-lettered.
+   */
+  private failWith(err: unknown): void {
+    if (this.failure !== undefined || this.closing) return;
+    this.failure = err;
+    if (isProgrammerError(err))
+      this.log.fatal({ err: describeBug(err) }, 'programmer error (a bug); stopping');
+    else this.log.fatal({ err: errorMessage(err) }, 'cannot go on; stopping');
+    this.setState('failed');
   }
 
   private setState(state: ConsumerState): void {
-    if (state === this.state_) return;
+    if (state === this.state_ || this.state_ === 'failed') return;
     this.log.info({ from: this.state_, to: state }, 'consumer state');
     this.state_ = state;
     this.emit('state', state);
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    if (this.failure !== undefined || this.closing) return;
     this.inFlight++;
     this.committer = payload;
     try {
       await this.applyBatch(payload);
+    } catch (err) {
+      const kind = errorKind(err);
+      // Outages (Kafka going away mid-batch) are kafkajs's to ride out: it restarts the member.
+      if (kind === 'outage' || kind === 'message') throw err;
+      this.failWith(err);
     } finally {
       this.inFlight--;
     }
@@ -198,10 +303,28 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   }
 
   private async runCommits(): Promise<void> {
-    while (!this.closing) {
-      await sleep(COMMIT_INTERVAL_MS);
-      await this.commitApplied();
-    }
+    while (await pause(COMMIT_INTERVAL_MS, this.stop.signal)) await this.commitApplied();
+  }
+
+  /**
+   * Pings Redis once a second with a deadline: a Redis that keeps the connection open and answers
+   * nothing (frozen, partitioned) shows up within seconds, even with no traffic.
+   */
+  private async runRedisProbe(): Promise<void> {
+    do {
+      let answers: boolean;
+      try {
+        await withDeadline(this.redis.ping(), this.stallMs, 'Redis PING', 'redis');
+        answers = true;
+      } catch {
+        answers = false;
+      }
+      if (answers !== this.redisAnswers) {
+        this.redisAnswers = answers;
+        if (!answers) this.log.warn({ stallMs: this.stallMs }, 'Redis does not answer; pausing');
+        this.refreshState();
+      }
+    } while (await pause(PROBE_INTERVAL_MS, this.stop.signal));
   }
 
   private async applyBatch(payload: EachBatchPayload): Promise<void> {
@@ -259,6 +382,13 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       const results = await Promise.allSettled(
         work.map((p) => (p.error ? Promise.reject(p.error) : this.applier.apply(p.ops, { heartbeat, live }))),
       );
+      // A bug, or something only an operator can fix: stop, commit nothing of this segment.
+      const fatal = results.find(
+        (r): r is PromiseRejectedResult =>
+          r.status === 'rejected' &&
+          (errorKind(r.reason) === 'programmer' || errorKind(r.reason) === 'fatal'),
+      );
+      if (fatal) throw fatal.reason;
       const again: Pending[] = [];
       let outage: Error | undefined;
       const now = Date.now();
@@ -266,12 +396,13 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
         const p = work[i]!;
         if (r.status === 'fulfilled') {
           this.recordApplied(p, r.value);
-        } else if (r.reason instanceof MessageError) {
+        } else if (errorKind(r.reason) === 'message') {
           // The message's own fault: retried within its budget, then dead-lettered.
           p.attempts++;
           p.firstFailureMs ??= now;
+          const error = r.reason as MessageError;
           if (p.attempts < this.opts.config.consumer.maxAttempts) again.push(p);
-          else letters.push({ message: p.message, info: failureInfo(p, r.reason, topic, partition, now) });
+          else letters.push({ message: p.message, info: failureInfo(p, error, topic, partition, now) });
         } else {
           // Redis itself is unavailable: nobody's fault, no attempt counted, retried until it is back.
           outage = r.reason instanceof Error ? r.reason : new Error(String(r.reason));
@@ -289,7 +420,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
         delay = backoffDelay(this.retryPolicy, Math.max(...again.map((p) => p.attempts)));
         this.opts.metrics.retries.inc({ stage: 'apply', reason: 'message' }, again.length);
       }
-      await sleep(delay);
+      if (!(await pause(delay, this.stop.signal))) return false;
       await heartbeat().catch(() => undefined);
       work = again;
     }
@@ -312,51 +443,94 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       if (attempt === 1)
         this.log.warn({ pending, max }, 'delayed-delete schedule full; waiting for it to drain');
       this.opts.metrics.retries.inc({ stage: 'apply', reason: 'redeletes_full' });
-      await sleep(backoffDelay(this.retryPolicy, attempt));
+      if (!(await pause(backoffDelay(this.retryPolicy, attempt), this.stop.signal))) return false;
       await heartbeat().catch(() => undefined);
     }
   }
 
+  /**
+   * Decodes and plans one message. A malformed event becomes a MessageError (dead-lettered after its
+   * attempts); a change of a table this config does not map is skipped with a metric; a bug in the
+   * planner stays a bug.
+   */
   private plan(message: KafkaMessage): Pending {
+    let event: ChangeEvent;
     try {
-      const event = decodeChangeEvent(message.value);
-      const mapping = this.mappings.get(`${event.db}.${event.table}`);
-      const ops = mapping ? planCacheOps(event, mapping) : [];
-      return { message, event, ops, attempts: 0 };
+      event = decodeChangeEvent(message.value);
     } catch (err) {
-      const error =
-        err instanceof MessageError ? err : new MessageError((err as Error).message, { cause: err });
+      if (isProgrammerError(err)) throw err;
+      const error = err instanceof MessageError ? err : new MessageError(errorMessage(err), { cause: err });
       return { message, ops: [], error, attempts: 0 };
+    }
+    const table = `${event.db}.${event.table}`;
+    const mapping = this.mappings.get(table);
+    if (!mapping) {
+      this.opts.metrics.changesSkipped.inc({ reason: 'unmapped_table' });
+      if (this.unmappedReported.size < MAX_REPORTED_TABLES && !this.unmappedReported.has(table)) {
+        this.unmappedReported.add(table);
+        this.log.warn(
+          { table, offset: message.offset },
+          'change of a table the config does not map; skipped',
+        );
+      }
+      return { message, event, ops: [], attempts: 0 };
+    }
+    try {
+      return { message, event, ops: planCacheOps(event, mapping), attempts: 0 };
+    } catch (err) {
+      if (err instanceof MessageError) return { message, event, ops: [], error: err, attempts: 0 };
+      // The planner is pure: anything but a MessageError from it is a bug.
+      throw isProgrammerError(err)
+        ? err
+        : new ProgrammerError(`planning a change: ${errorMessage(err)}`, { cause: err });
     }
   }
 
+  /** Metrics of an applied change. Metrics never throw: a malformed field only loses its sample. */
   private recordApplied(p: Pending, outcomes: OpOutcome[]): void {
     const e = p.event;
     if (!e) return;
-    const table = `${e.db}.${e.table}`;
-    this.opts.metrics.changesApplied.inc({ table, op: e.op });
+    const metrics = this.opts.metrics;
+    const table = this.tableLabel(e);
+    metrics.changesApplied.inc({ table, op: e.op });
     outcomes.forEach((o, i) => {
-      this.opts.metrics.cacheOps.inc({ kind: p.ops[i]!.kind, result: o });
-      if (o === 'stale') this.opts.metrics.staleSkipped.inc({ table });
+      metrics.cacheOps.inc({ kind: p.ops[i]?.kind ?? 'unknown', result: o });
+      if (o === 'stale') metrics.staleSkipped.inc({ table });
     });
-    this.opts.metrics.endToEnd.observe(Math.max(0, (Date.now() - e.ts_ms) / 1000));
+    // Other programs may write the topic: a missing or odd ts_ms skips the sample, nothing more.
+    const readAt = (e as { ts_ms?: unknown }).ts_ms;
+    if (typeof readAt === 'number' && Number.isFinite(readAt)) {
+      metrics.endToEnd.observe(Math.max(0, (Date.now() - readAt) / 1000));
+    }
     this.auditor.offer(e, p.ops, outcomes);
   }
 
+  /** The `table` label: a mapped table's name, else `unmapped`, so label values stay bounded. */
+  private tableLabel(e: Pick<ChangeEvent, 'db' | 'table'>): string {
+    const table = `${e.db}.${e.table}`;
+    return this.mappings.has(table) ? table : 'unmapped';
+  }
+
   private async writeDeadLetters(letters: DeadLetter[], live: () => boolean): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.deadLetters.write(letters);
-        break;
-      } catch (err) {
-        if (!live()) throw err;
-        this.log.warn({ err: (err as Error).message, attempt }, 'could not write dead letters; retrying');
-        await sleep(backoffDelay(this.retryPolicy, attempt));
-      }
-    }
+    await retry(
+      async () => {
+        try {
+          await this.deadLetters.write(letters);
+        } catch (err) {
+          throw classifyKafkaError(err, `the dead-letter topic ${this.opts.config.kafka.dlqTopic}`);
+        }
+      },
+      this.retryPolicy,
+      {
+        signal: this.stop.signal,
+        aborted: () => !live(),
+        onRetry: (err, attempt) =>
+          this.log.warn({ err: errorMessage(err), attempt }, 'could not write dead letters; retrying'),
+      },
+    );
     for (const { message, info } of letters) {
       const event = safeDecode(message);
-      const table = event ? `${event.db}.${event.table}` : 'unknown';
+      const table = event ? this.tableLabel(event) : 'undecodable';
       this.opts.metrics.dlqMessages.inc({ table, error_class: info.error.name });
       this.log.error(
         {
@@ -374,17 +548,19 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   /** Streaming while the group runs and Redis answers; paused while Redis is down or failing. */
   private refreshState(): void {
     if (this.closing || !this.running) return;
-    const paused = this.outages > 0 || !this.redisConnected;
+    const paused = this.outages > 0 || !this.redisConnected || !this.redisAnswers;
     this.opts.metrics.consumerPaused.set(paused ? 1 : 0);
     this.setState(paused ? 'paused' : 'streaming');
   }
 
   private enterOutage(err: Error | undefined, attempt: number): void {
     if (this.outages++ === 0) this.refreshState();
-    this.log.warn(
-      { err: err?.message, attempt },
-      'Redis unavailable; holding the partition until it is back',
-    );
+    // Once when it starts, then now and then: an outage is one event, not one per retry.
+    if (attempt === 1 || attempt % 20 === 0)
+      this.log.warn(
+        { err: err?.message, attempt },
+        'Redis unavailable; holding the partition until it is back',
+      );
   }
 
   private leaveOutage(): void {
@@ -397,7 +573,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private async runRedeletes(): Promise<void> {
     const pollMs = this.opts.redeletePollMs ?? 50;
     let lastGauge = 0;
-    while (!this.closing) {
+    do {
       try {
         const ran = await this.applier.runDueRedeletes();
         if (ran > 0) this.opts.metrics.redeletesRun.inc(ran);
@@ -406,10 +582,13 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
           lastGauge = Date.now();
         }
       } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'delayed deletes not run; Redis unavailable');
+        if (isProgrammerError(err)) {
+          this.failWith(err);
+          return;
+        }
+        this.log.debug({ err: errorMessage(err) }, 'delayed deletes not run; Redis unavailable');
       }
-      await sleep(pollMs);
-    }
+    } while (await pause(pollMs, this.stop.signal));
   }
 }
 

@@ -52,6 +52,9 @@ export function createRedis(config: RedisConfig, opts: { lazyConnect?: boolean }
     maxRetriesPerRequest: 1,
     enableOfflineQueue: true,
     connectTimeout: 5000,
+    // A Redis that keeps the connection open and answers nothing (frozen, partitioned) fails the
+    // command instead of holding it for ever; the consumer treats that as an outage.
+    commandTimeout: 5000,
   };
   const retry = (times: number) => Math.min(100 * times, 2000);
   let client: Redis | Cluster;

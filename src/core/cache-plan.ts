@@ -59,6 +59,7 @@ export function planCacheOps(
   }
   if (
     event.op === 'u' &&
+    !event.oversized &&
     mapping.onlyWhenChanged &&
     !anyChanged(event.before, event.after, mapping.onlyWhenChanged)
   ) {
@@ -92,7 +93,8 @@ function planKey(event: ChangeEvent, key: CompiledKey, version: Version, random:
   const del = (k: string): CacheOp => ({ kind: 'del', key: k, path: key.path, version });
   const ops: CacheOp[] = [];
 
-  if (key.action === 'invalidate' || event.op === 'd') {
+  // An oversized change carries no full image to write: its keys are deleted instead.
+  if (key.action === 'invalidate' || event.op === 'd' || event.oversized === true) {
     for (const k of new Set([before, after])) if (k !== undefined) ops.push(del(k));
     return ops;
   }

@@ -39,6 +39,11 @@ export interface ChangeEvent {
    * keys the templates can render (see key-filter.ts). Absent: every column counts as text.
    */
   columnKinds?: Record<string, ColumnKind>;
+  /**
+   * Set when the change was too large for Kafka: the images hold only the primary key and the key
+   * columns, and consumers delete its keys instead of writing them (the full change is in the DLQ).
+   */
+  oversized?: boolean;
 }
 
 /** `<db>.<table>:<pk values joined by ':'>`, so one row's changes share a partition. */

@@ -10,6 +10,8 @@ export interface HealthSource {
   ready(): boolean;
   /** Component states, for the probe's body. */
   describe(): Record<string, string>;
+  /** The server each component waits for (`redis`, `kafka`, `mysql`), when one does not answer. */
+  waitingOn?(): Record<string, string>;
 }
 
 /** Serves GET /metrics (Prometheus text), /healthz (liveness) and /readyz (readiness). */
@@ -37,9 +39,13 @@ export class HttpServer {
       }
       if (path === '/healthz' || path === '/readyz') {
         const ok = path === '/healthz' ? opts.health.live() : opts.health.ready();
-        res
-          .writeHead(ok ? 200 : 503, { 'content-type': 'application/json' })
-          .end(JSON.stringify({ status: ok ? 'ok' : 'unavailable', components: opts.health.describe() }));
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            status: ok ? 'ok' : 'unavailable',
+            components: opts.health.describe(),
+            waitingOn: opts.health.waitingOn?.() ?? {},
+          }),
+        );
         return;
       }
       res

@@ -45,7 +45,19 @@ export interface BinlogSourceOptions {
   onItem: (item: SourceItem) => void;
   /** The stream broke: the owner stops this source and starts a new one from its last commit. */
   onError: (err: Error) => void;
+  /**
+   * Asks the server for a heartbeat event after this long without events (MariaDB and MySQL
+   * `@master_heartbeat_period` on the dump connection), so a dead stream can be told from an idle
+   * one. Default: none.
+   */
+  heartbeatMs?: number;
+  /** Any event arrived, heartbeats included: the stream is alive and, after a heartbeat, caught up. */
+  onAlive?: (kind: 'event' | 'heartbeat') => void;
   now?: () => number;
+}
+
+interface QueryConnection {
+  query(sql: string, callback: (err: Error | null) => void): void;
 }
 
 const ROW_OPS: Record<string, Op> = { writerows: 'c', updaterows: 'u', deleterows: 'd' };
@@ -95,6 +107,7 @@ export class BinlogSource {
         else this.opts.onError(err);
       });
       this.zongji.on('binlog', (event: BinlogEvent) => {
+        this.opts.onAlive?.(event.getEventName() === 'heartbeat' ? 'heartbeat' : 'event');
         try {
           this.handle(event);
         } catch (err) {
@@ -107,6 +120,17 @@ export class BinlogSource {
         (includeSchema[db] ??= []).push(table);
       }
       this.zongji.start({ serverId: this.opts.serverId, includeSchema, ...startOptions(from) });
+      if (this.opts.heartbeatMs !== undefined) {
+        // Queued on the dump connection ahead of zongji's own set-up queries, so it holds for the
+        // dump request. The period is in nanoseconds.
+        const connection = (this.zongji as unknown as { connection?: QueryConnection }).connection;
+        connection?.query(
+          `SET @master_heartbeat_period = ${Math.round(this.opts.heartbeatMs * 1e6)}`,
+          (err) => {
+            if (err && !ready) reject(err);
+          },
+        );
+      }
     });
   }
 

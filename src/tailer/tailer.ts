@@ -1,12 +1,17 @@
 import { EventEmitter } from 'node:events';
 import type { Kafka, Message, Producer } from 'kafkajs';
-import { Partitioners } from 'kafkajs';
+import { CompressionTypes, Partitioners } from 'kafkajs';
 import type { CompiledConfig, StartPosition } from '../config/types.js';
-import { encodeChangeEvent, messageKey, type ChangeEvent } from '../core/change-event.js';
-import { CachesyncError } from '../core/errors.js';
-import { retry, type BackoffPolicy } from '../core/retry.js';
+import { encodeChangeEvent, messageKey, type ChangeEvent, type Op } from '../core/change-event.js';
+import type { Row } from '../core/key-template.js';
+import { DLQ_HEADERS } from '../consumer/dead-letters.js';
+import { withDeadline } from '../core/deadline.js';
+import { CachesyncError, errorKind, FatalError, UnavailableError } from '../core/errors.js';
+import { backoffDelay, pause, retry, type BackoffPolicy } from '../core/retry.js';
 import { binlogFileIndex } from '../core/version.js';
 import { createKafka, ensureTopics, partitionCount } from '../kafka/kafka-client.js';
+import { classifyKafkaError, isTooLarge, needsNewProducer } from '../kafka/kafka-errors.js';
+import { classifyMysqlError } from './mysql-errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ColumnKind } from '../core/key-template.js';
@@ -35,6 +40,18 @@ export class BinlogPurgedError extends CachesyncError {
   }
 }
 
+/** A change waiting for Kafka, held as the message it is sent as. */
+interface QueuedChange {
+  kind: 'change';
+  key: string;
+  value: string;
+  op: Op;
+  /** `db.table`. */
+  table: string;
+}
+
+type Queued = QueuedChange | Extract<SourceItem, { kind: 'commit' }>;
+
 export interface TailerOptions {
   config: Pick<CompiledConfig, 'source' | 'kafka' | 'tailer' | 'mappings'>;
   logger: Logger;
@@ -47,7 +64,17 @@ export interface TailerOptions {
   watchIntervalMs?: number;
   /** Kinds of the key-template columns by table; read from the database when not given. */
   columnKinds?: ReadonlyMap<string, Record<string, ColumnKind>>;
+  /**
+   * A server that has not answered for this long is taken as down: a produce request outstanding,
+   * or a binlog stream with neither events nor heartbeats. Default 3 s.
+   */
+  stallMs?: number;
+  /** The binlog heartbeat period asked of the server. Default 1 s. */
+  heartbeatMs?: number;
 }
+
+/** Which server a stalled tailer waits for. */
+export type TailerWaitingOn = 'kafka' | 'mysql';
 
 const COMMIT_SAVE_INTERVAL_MS = 1000;
 
@@ -61,9 +88,13 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private state_: TailerState = 'starting';
   private closing = false;
   private source: BinlogSource | undefined;
-  private readonly queue: SourceItem[] = [];
+  private readonly queue: Queued[] = [];
   private queueHead = 0;
   private bufferedChanges = 0;
+  /** JSON bytes of the changes in the queue. */
+  private bufferedBytes = 0;
+  /** Per mapped table, the columns its keys are rendered from (what an oversized change keeps). */
+  private readonly keyColumns: Map<string, Set<string>>;
   private wake: (() => void) | undefined;
   /** Last boundary read: a new binlog connection resumes here. */
   private resumeFrom: BinlogPosition | StartPosition;
@@ -84,10 +115,22 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private readonly log: Logger;
   private readonly tables: Set<string>;
   private readonly backoff: BackoffPolicy;
+  private readonly stallMs: number;
+  private readonly heartbeatMs: number;
+  /** Aborted by close(): backoffs end at once. */
+  private readonly stop = new AbortController();
+  /** When the produce request in flight was sent (epoch ms), if one is. */
+  private sendingSinceMs: number | undefined;
+  /** When the binlog stream last delivered anything, heartbeats included (epoch ms). */
+  private lastBinlogMs = Date.now();
+  private watchdog: NodeJS.Timeout | undefined;
+  /** Stream failures in a row with no transaction read in between: each waits longer. */
+  private fruitlessReconnects = 0;
 
   private constructor(
     private readonly opts: TailerOptions,
-    private readonly producer: Producer,
+    private producer: Producer,
+    private readonly newProducer: () => Producer,
     private readonly checkpoints: CheckpointStore,
     private readonly partitions: number,
     checkpoint: Checkpoint | undefined,
@@ -95,7 +138,12 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     super();
     this.log = opts.logger.child({ component: 'tailer' });
     this.tables = new Set(opts.config.mappings.map((m) => m.table));
+    this.keyColumns = new Map(
+      opts.config.mappings.map((m) => [m.table, new Set(m.keys.flatMap((k) => k.template.columns))]),
+    );
     this.backoff = opts.backoff ?? { initialMs: 200, maxMs: 10_000 };
+    this.stallMs = opts.stallMs ?? 3000;
+    this.heartbeatMs = opts.heartbeatMs ?? 1000;
     this.acked = checkpoint;
     this.resumeFrom = checkpoint ?? opts.config.source.start;
     this.resumeEpoch = checkpoint?.epoch;
@@ -111,17 +159,38 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     const checkpoint = await checkpoints.load();
     const columnKinds = opts.columnKinds ?? (await readColumnKinds(opts.config));
     const partitions = await partitionCount(kafka, opts.config.kafka.topic);
-    const producer = kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
-    });
+    const newProducer = () =>
+      kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        createPartitioner: Partitioners.DefaultPartitioner,
+      });
+    const producer = newProducer();
     await producer.connect();
-    return new Tailer({ ...opts, columnKinds }, producer, checkpoints, partitions, checkpoint);
+    return new Tailer({ ...opts, columnKinds }, producer, newProducer, checkpoints, partitions, checkpoint);
   }
 
   get state(): TailerState {
     return this.state_;
+  }
+
+  /**
+   * The server a stalled tailer waits for: Kafka while a produce request has been outstanding for
+   * longer than the stall limit, MySQL while the binlog connection is being re-opened.
+   */
+  get waitingOn(): TailerWaitingOn | undefined {
+    if (this.sendingSinceMs !== undefined && Date.now() - this.sendingSinceMs > this.stallMs) return 'kafka';
+    if (
+      this.state_ === 'reconnecting' ||
+      (this.state_ === 'starting' && this.source === undefined && this.runPromise)
+    )
+      return 'mysql';
+    return undefined;
+  }
+
+  /** Ready: streaming, and neither Kafka nor MySQL has gone silent. */
+  get ready(): boolean {
+    return this.state_ === 'streaming' && this.waitingOn === undefined;
   }
 
   /** The last checkpoint stored (Kafka acknowledged everything before it). */
@@ -142,6 +211,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       return;
     }
     this.closing = true;
+    this.stop.abort();
+    clearInterval(this.watchdog);
     this.setState('stopping');
     await this.source?.stop();
     this.source = undefined;
@@ -158,10 +229,13 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
 
   private async runLoops(): Promise<void> {
     try {
+      this.watchdog = setInterval(() => this.checkStream(), Math.min(500, this.stallMs / 2));
+      this.watchdog.unref();
       await this.connect();
       void this.watchSource();
       await this.publishLoop();
     } catch (err) {
+      clearInterval(this.watchdog);
       this.setState('failed');
       throw err;
     }
@@ -199,6 +273,24 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     }
   }
 
+  /**
+   * A binlog stream that delivers neither events nor the heartbeats asked for is dead (a frozen
+   * server, a dropped connection the socket has not noticed): replace it. A paused stream is left
+   * alone, since pausing stops reading heartbeats too.
+   */
+  private checkStream(): void {
+    const source = this.source;
+    if (!source || this.closing || this.state_ !== 'streaming' || this.reconnecting) return;
+    const silentMs = Date.now() - this.lastBinlogMs;
+    if (silentMs <= Math.max(this.stallMs, 2 * this.heartbeatMs)) return;
+    this.onSourceError(
+      source,
+      new UnavailableError(`the binlog stream sent nothing for ${silentMs} ms, heartbeats included`, {
+        server: 'mysql',
+      }),
+    );
+  }
+
   private setState(state: TailerState): void {
     if (state === this.state_) return;
     // Backpressure flips between these often under load; every other transition matters.
@@ -224,11 +316,20 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           serverId: this.opts.config.source.serverId,
           tables: this.tables,
           columnKinds: this.opts.columnKinds,
+          heartbeatMs: this.heartbeatMs,
           onItem: (item) => this.enqueue(item),
           onError: (err) => this.onSourceError(source, err),
+          onAlive: (kind) => this.onBinlogAlive(kind),
         });
         try {
-          await source.start(plan.from);
+          // A frozen server accepts the connection and answers nothing: give up and try again.
+          await withDeadline(
+            source.start(plan.from),
+            this.opts.config.source.connectTimeoutMs + this.stallMs,
+            'opening the binlog stream',
+            'mysql',
+          );
+          this.lastBinlogMs = Date.now();
         } catch (err) {
           await source.stop();
           throw this.classifyStartError(err);
@@ -280,7 +381,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       },
       this.backoff,
       {
-        aborted: () => this.closing,
+        signal: this.stop.signal,
         onRetry: (err, attempt, delayMs) => {
           this.opts.metrics.binlogReconnects.inc();
           this.log.warn({ err: errorText(err), attempt, delayMs }, 'binlog connection failed; retrying');
@@ -317,28 +418,48 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         err,
       );
     }
-    return err;
+    if (/same server_uuid|same server_id/i.test(e.message ?? '')) {
+      return new FatalError(
+        `another replica of the source uses server id ${this.opts.config.source.serverId}, and the ` +
+          `server drops one of two binlog connections with the same id: give this tailer a unique ` +
+          `source.serverId (${e.message ?? ''})`,
+        { cause: err },
+      );
+    }
+    return classifyMysqlError(err, 'the binlog connection');
+  }
+
+  private onBinlogAlive(kind: 'event' | 'heartbeat'): void {
+    this.lastBinlogMs = Date.now();
+    // The server sends a heartbeat only when it has nothing else to send: everything is read.
+    if (kind === 'heartbeat') this.opts.metrics.sourceLag.set(0);
   }
 
   private onSourceError(source: BinlogSource, err: Error): void {
     if (this.closing) return;
     // The server answers the dump request after zongji reported ready, so a purged binlog shows
     // up here, not as a failed start: reconnecting would only meet it again.
-    const fatal = this.classifyStartError(err);
-    if (fatal instanceof BinlogPurgedError) {
-      this.fatal = fatal;
+    const classified = this.classifyStartError(err);
+    const kind = errorKind(classified);
+    if (kind === 'fatal' || kind === 'programmer') {
+      this.fatal = classified instanceof Error ? classified : err;
       this.wake?.();
       return;
     }
     if (source !== this.source || this.reconnecting) return;
+    // A stream that breaks again before a single transaction came through makes no progress:
+    // reconnecting at once would only hammer the server, so each such failure waits longer.
+    const fruitless = ++this.fruitlessReconnects;
+    const delayMs = fruitless > 1 ? backoffDelay(this.backoff, fruitless - 1) : 0;
     this.log.warn(
-      { err: err.message, from: describePosition(this.resumeFrom) },
+      { err: err.message, from: describePosition(this.resumeFrom), delayMs },
       'binlog stream broke; reconnecting',
     );
     this.setState('reconnecting');
     this.reconnecting = (async () => {
       this.source = undefined;
       await source.stop();
+      if (!(await pause(delayMs, this.stop.signal))) return;
       // Changes of the unfinished transaction were queued already; the new stream sends them
       // again from its start (duplicates are harmless downstream, gaps would not be).
       this.opts.metrics.binlogReconnects.inc();
@@ -354,28 +475,36 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   }
 
   private enqueue(item: SourceItem): void {
-    this.queue.push(item);
+    const { maxBufferedEvents, maxBufferedBytes } = this.opts.config.tailer;
     if (item.kind === 'change') {
-      this.bufferedChanges++;
       const e = item.event;
+      // Held as the JSON it is sent as: a fraction of the memory of the decoded row images.
+      const value = encodeChangeEvent(e);
+      this.queue.push({ kind: 'change', key: messageKey(e), value, op: e.op, table: `${e.db}.${e.table}` });
+      this.bufferedChanges++;
+      this.bufferedBytes += value.length;
       this.opts.metrics.rowsRead.inc({ table: `${e.db}.${e.table}`, op: e.op });
       this.opts.metrics.sourceLag.set(Math.max(0, (Date.now() - e.source.ts_ms) / 1000));
-      if (this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents && this.state_ === 'streaming') {
+      const full = this.bufferedChanges >= maxBufferedEvents || this.bufferedBytes >= maxBufferedBytes;
+      if (full && this.state_ === 'streaming') {
         this.source?.pause();
         this.opts.metrics.sourcePaused.set(1);
         this.setState('paused');
       }
     } else {
+      this.queue.push(item);
       this.resumeFrom = item.position;
       this.resumeEpoch = item.epoch;
       this.resumeServer = item.server;
+      this.fruitlessReconnects = 0;
+      this.opts.metrics.sourceLag.set(Math.max(0, (Date.now() - item.commitTsMs) / 1000));
     }
     this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
     this.wake?.();
   }
 
   private async publishLoop(): Promise<void> {
-    const { batchSize, lingerMs, maxBufferedEvents } = this.opts.config.tailer;
+    const { batchSize, lingerMs, maxBufferedEvents, maxBufferedBytes } = this.opts.config.tailer;
     while (!this.closing || this.queueHead < this.queue.length) {
       if (this.fatal) throw this.fatal;
       if (this.queueHead >= this.queue.length) {
@@ -388,10 +517,11 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       }
       const end = this.batchEnd(batchSize);
       const items = this.queue.slice(this.queueHead, end);
-      const changes = items.flatMap((i) => (i.kind === 'change' ? [i.event] : []));
+      const changes = items.filter((i): i is QueuedChange => i.kind === 'change');
       if (changes.length > 0) await this.send(changes);
       this.queueHead = end;
       this.bufferedChanges -= changes.length;
+      for (const c of changes) this.bufferedBytes -= c.value.length;
       this.compactQueue();
       this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
       const lastCommit = items.findLast((i) => i.kind === 'commit');
@@ -405,7 +535,11 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         };
       }
       await this.maybeSaveCheckpoint(this.closing && this.queueHead >= this.queue.length);
-      if (this.state_ === 'paused' && this.bufferedChanges <= maxBufferedEvents / 2) {
+      if (
+        this.state_ === 'paused' &&
+        this.bufferedChanges <= maxBufferedEvents / 2 &&
+        this.bufferedBytes <= maxBufferedBytes / 2
+      ) {
         this.source?.resume();
         this.opts.metrics.sourcePaused.set(0);
         this.setState('streaming');
@@ -414,15 +548,22 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     await this.maybeSaveCheckpoint(true);
   }
 
-  /** Index after the items of the next batch: up to batchSize changes, plus the markers among them. */
+  /**
+   * Index after the items of the next batch: up to batchSize changes and maxBatchBytes of them (at
+   * least one change), plus the markers among them.
+   */
   private batchEnd(batchSize: number): number {
+    const { maxBatchBytes } = this.opts.config.tailer;
     let count = 0;
+    let bytes = 0;
     let i = this.queueHead;
     while (i < this.queue.length) {
       const item = this.queue[i]!;
       if (item.kind === 'change') {
-        if (count === batchSize) break;
+        const size = item.value.length * (item.op === 't' ? this.partitions : 1);
+        if (count === batchSize || (count > 0 && bytes + size > maxBatchBytes)) break;
         count++;
+        bytes += size;
       }
       i++;
     }
@@ -436,31 +577,55 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     }
   }
 
-  /** Sends until Kafka acknowledges: a Kafka outage holds the loop here (and so pauses the binlog). */
-  private async send(changes: ChangeEvent[]): Promise<void> {
+  /**
+   * Sends until Kafka acknowledges: a Kafka outage holds the loop here (and so pauses the binlog).
+   * A batch the broker finds too large is split; a single change too large for it is dead-lettered
+   * and replaced by an event that invalidates its keys, so the cache cannot go stale and the
+   * stream keeps moving.
+   */
+  private async send(changes: QueuedChange[]): Promise<void> {
+    try {
+      await this.sendBatch(changes);
+    } catch (err) {
+      if (errorKind(err) !== 'message' || !isTooLarge((err as Error).cause)) throw err;
+      if (changes.length > 1) {
+        const half = Math.ceil(changes.length / 2);
+        await this.send(changes.slice(0, half));
+        await this.send(changes.slice(half));
+        return;
+      }
+      await this.replaceOversized(changes[0]!, err as Error);
+    }
+  }
+
+  private async sendBatch(changes: QueuedChange[]): Promise<void> {
     const { topic } = this.opts.config.kafka;
     const messages: Message[] = [];
-    for (const event of changes) {
-      const value = encodeChangeEvent(event);
-      if (event.op === 't') {
+    for (const change of changes) {
+      if (change.op === 't') {
         // Every partition must see a table-level change after the rows it holds, so it goes to all.
         for (let partition = 0; partition < this.partitions; partition++) {
-          messages.push({ key: messageKey(event), value, partition });
+          messages.push({ key: change.key, value: change.value, partition });
         }
       } else {
-        messages.push({ key: messageKey(event), value });
+        messages.push({ key: change.key, value: change.value });
       }
     }
+    const compression =
+      this.opts.config.tailer.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
     await retry(
       async () => {
         const stop = this.opts.metrics.publishLatency.startTimer();
+        this.sendingSinceMs = Date.now();
         try {
-          await this.producer.send({ topic, messages, acks: -1 });
+          await this.producer.send({ topic, messages, acks: -1, compression });
           this.opts.metrics.publishBatches.inc({ result: 'ok' });
         } catch (err) {
           this.opts.metrics.publishBatches.inc({ result: 'error' });
-          throw err;
+          if (needsNewProducer(err)) await this.replaceProducer(err);
+          throw classifyKafkaError(err, `publishing to ${topic}`);
         } finally {
+          this.sendingSinceMs = undefined;
           stop();
         }
       },
@@ -469,14 +634,77 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
         aborted: () => this.abandoned,
         onRetry: (err, attempt, delayMs) => {
           this.opts.metrics.retries.inc({ stage: 'publish', reason: 'kafka' });
-          this.log.warn(
-            { err: errorText(err), attempt, delayMs, messages: messages.length },
-            'publish failed; retrying',
-          );
+          // Once when it starts, then now and then: an outage is one event, not one per retry.
+          if (attempt === 1 || attempt % 20 === 0)
+            this.log.warn(
+              { err: errorText(err), attempt, delayMs, messages: messages.length },
+              'publish failed; retrying',
+            );
         },
       },
     );
     this.opts.metrics.publishBatchSize.observe(messages.length);
+  }
+
+  /**
+   * A change larger than the broker accepts: its full image cannot be published. The change topic
+   * gets the same change with only the columns its keys are rendered from, marked `oversized`, so
+   * every consumer deletes its keys (through the version guards) instead of writing them; the DLQ
+   * gets that event with the reason, for the operator.
+   */
+  private async replaceOversized(change: QueuedChange, err: Error): Promise<void> {
+    const event = JSON.parse(change.value) as ChangeEvent;
+    const slim = oversizedEvent(event, this.keyColumns.get(change.table) ?? new Set());
+    const value = encodeChangeEvent(slim);
+    const reason = `the change is ${change.value.length} bytes, more than the broker accepts (${err.message}); its keys are invalidated instead`;
+    this.log.error(
+      { table: change.table, key: change.key, bytes: change.value.length, gtid: event.source.gtid },
+      'change too large for Kafka; dead-lettered, its keys invalidated',
+    );
+    const now = new Date().toISOString();
+    await this.sendRaw(this.opts.config.kafka.dlqTopic, {
+      key: change.key,
+      value,
+      headers: {
+        [DLQ_HEADERS.error]: reason,
+        [DLQ_HEADERS.errorClass]: 'MessageTooLarge',
+        [DLQ_HEADERS.attempts]: '1',
+        [DLQ_HEADERS.topic]: this.opts.config.kafka.topic,
+        [DLQ_HEADERS.firstFailure]: now,
+        [DLQ_HEADERS.lastFailure]: now,
+      },
+    });
+    this.opts.metrics.dlqMessages.inc({ table: change.table, error_class: 'MessageTooLarge' });
+    await this.sendBatch([{ ...change, value }]);
+  }
+
+  /** Sends one message to another topic (the DLQ), retrying outages like the change topic. */
+  private async sendRaw(topic: string, message: Message): Promise<void> {
+    await retry(
+      async () => {
+        try {
+          await this.producer.send({ topic, messages: [message], acks: -1 });
+        } catch (err) {
+          if (needsNewProducer(err)) await this.replaceProducer(err);
+          throw classifyKafkaError(err, `publishing to ${topic}`);
+        }
+      },
+      this.backoff,
+      { aborted: () => this.abandoned },
+    );
+  }
+
+  /**
+   * The idempotent producer's sequence no longer matches the broker's (OUT_OF_ORDER_SEQUENCE_NUMBER,
+   * UNKNOWN_PRODUCER_ID): only a new producer, with a new id, can send again. Resending the batch
+   * may duplicate it, which is harmless downstream.
+   */
+  private async replaceProducer(err: unknown): Promise<void> {
+    this.log.warn({ err: errorText(err) }, 'the idempotent producer lost its sequence; replacing it');
+    const old = this.producer;
+    this.producer = this.newProducer();
+    await old.disconnect().catch(() => undefined);
+    await this.producer.connect();
   }
 
   /** Stores the acknowledged checkpoint, at most once a second unless forced; `must` retries until stored. */
@@ -505,6 +733,20 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     this.opts.metrics.checkpointPosition.set({ part: 'offset' }, cp.pos);
     this.log.debug({ file: cp.file, pos: cp.pos, gtid: cp.gtidSet }, 'checkpoint stored');
   }
+}
+
+/**
+ * The change with only its primary key and the columns its keys are rendered from, marked
+ * `oversized`: enough for a consumer to delete every key the full change would have touched.
+ */
+function oversizedEvent(event: ChangeEvent, columns: ReadonlySet<string>): ChangeEvent {
+  const keep = (row: Row | null): Row | null => {
+    if (!row) return row;
+    const out: Record<string, unknown> = {};
+    for (const c of [...Object.keys(event.pk), ...columns]) if (c in row) out[c] = row[c];
+    return out;
+  };
+  return { ...event, before: keep(event.before), after: keep(event.after), oversized: true };
 }
 
 function describePosition(p: BinlogPosition | StartPosition): string {

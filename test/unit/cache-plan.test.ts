@@ -131,6 +131,21 @@ describe('planCacheOps: refresh', () => {
   });
 });
 
+describe('planCacheOps: an oversized change (too large for Kafka)', () => {
+  it('deletes the keys of both images, refresh keys too, whatever onlyWhenChanged says', () => {
+    const m = mapping([key('user:{id}', { action: 'refresh' }), key('user:email:{email}')], {
+      onlyWhenChanged: ['balance'],
+    });
+    const event = { ...change('u', { id: 1, email: 'a@x' }, { id: 1, email: 'b@x' }), oversized: true };
+    const ops = planCacheOps(event, m);
+    expect(ops.map((o) => [o.kind, 'key' in o ? o.key : ''])).toEqual([
+      ['del', 'user:1'],
+      ['del', 'user:email:a@x'],
+      ['del', 'user:email:b@x'],
+    ]);
+  });
+});
+
 describe('planCacheOps: options', () => {
   it('onlyWhenChanged ignores updates that touch none of the columns', () => {
     const m = mapping([key('user:{id}')], { onlyWhenChanged: ['email'] });

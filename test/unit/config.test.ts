@@ -124,13 +124,23 @@ describe('loadConfig: valid files', () => {
       tls: { ca: CA_PEM, rejectUnauthorized: true },
     });
     expect(config.metrics).toEqual({ port: 9464, host: '0.0.0.0' });
-    expect(config.tailer).toEqual({ maxBufferedEvents: 20_000, batchSize: 1_000, lingerMs: 0 });
+    expect(config.tailer).toEqual({
+      maxBufferedEvents: 20_000,
+      maxBufferedBytes: 64 * 1024 * 1024,
+      batchSize: 1_000,
+      maxBatchBytes: 512 * 1024,
+      lingerMs: 0,
+      compression: 'gzip',
+    });
     expect(config.consumer).toEqual({
       maxAttempts: 5,
       retryInitialMs: 100,
       retryMaxMs: 10_000,
       partitionsConcurrently: 3,
       maxPendingRedeletes: 100_000,
+      maxFetchBytes: 4 * 1024 * 1024,
+      sessionTimeoutMs: 6000,
+      heartbeatIntervalMs: 1000,
     });
     expect(config.log).toEqual({ level: 'info' });
 
@@ -514,13 +524,15 @@ describe('loadConfig: problems', () => {
     const lines = await problemTexts(
       configText({
         source: 'source:\n  host: db\n  user: cdc\n  password: pw\n  serverId: -1\n  start: binlog.000001:2',
-        extra: 'consumer:\n  retryInitial: 20s\nlog:\n  level: verbose',
+        extra:
+          'consumer:\n  retryInitial: 20s\n  sessionTimeout: 3s\n  heartbeatInterval: 2s\nlog:\n  level: verbose',
       }),
     );
     expect(lines).toEqual([
       'source.serverId: got "-1"; expected an integer from 1 to 4294967295',
       'source.start: got "binlog.000001:2": a binlog file\'s first event is at 4; expected file:position >= 4',
       'consumer.retryMax: 10s is below retryInitial 20s; expected at least retryInitial',
+      'consumer.heartbeatInterval: 2s is above a third of sessionTimeout 3s; expected at most 1s',
       'log.level: got "verbose"; expected one of trace, debug, info, warn, error, fatal, silent',
     ]);
   });
