@@ -291,6 +291,8 @@ export class LocalStack {
         'transaction.state.log.min.isr=1',
         'transaction.state.log.num.partitions=4',
         'group.initial.rebalance.delay.ms=0',
+        // Lets tests run consumers with a short session (fast recovery after a kill -9).
+        'group.min.session.timeout.ms=1000',
         'share.coordinator.state.topic.replication.factor=1',
         'share.coordinator.state.topic.min.isr=1',
         '',

@@ -92,6 +92,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   private lastKafkaAnswerMs = Date.now();
   private readonly stallMs: number;
   private readonly unmappedReported = new Set<string>();
+  private readonly createdAtMs = Date.now();
   /** Batches being applied right now. */
   private inFlight = 0;
   /** Commits through the current group generation (any batch's payload will do). */
@@ -179,7 +180,19 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     if (this.running) return;
     if (!this.redeleteLoop) {
       // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
-      this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.opts.metrics.consumerLag.reset());
+      this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+        this.opts.metrics.consumerLag.reset();
+        const { duration, memberAssignment } = e.payload as {
+          duration: number;
+          memberAssignment: Record<string, number[]>;
+        };
+        const partitions = Object.values(memberAssignment).reduce((n, p) => n + p.length, 0);
+        // Where the seconds of a restart go: the join waits out a crashed member's session.
+        this.log.info(
+          { joinMs: duration, sinceStartMs: Date.now() - this.createdAtMs, partitions },
+          'joined the consumer group',
+        );
+      });
       this.consumer.on(this.consumer.events.CRASH, (e) => {
         const { error, restart } = e.payload as { error: Error; restart: boolean };
         this.log.error({ err: error.message, restart }, 'consumer crashed');
