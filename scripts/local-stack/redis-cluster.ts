@@ -1,4 +1,5 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -6,14 +7,27 @@ import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const SLOTS = 16_384;
 
+/** A cluster that speaks only TLS (clients and cluster bus), with ACL users. */
+export interface ClusterTls {
+  ca: string;
+  cert: string;
+  key: string;
+  /** Password of the `default` user, which this class uses to build the cluster. */
+  adminPassword: string;
+  /** More ACL users, as `user` config lines without the word `user`. */
+  users?: string[];
+}
+
 /**
  * A real Redis Cluster of `ports.length` masters (no replicas) on loopback, from the machine's
- * redis-server: for proving that versions and their guards stay in one slot.
+ * redis-server: for proving that versions and their guards stay in one slot. With `tls`, every
+ * port is a TLS port and the nodes talk TLS to each other.
  */
 export class LocalRedisCluster {
   constructor(
     readonly dir: string,
     readonly ports: readonly number[],
+    readonly tls?: ClusterTls,
   ) {}
 
   get seedUrl(): string {
@@ -63,8 +77,7 @@ export class LocalRedisCluster {
     const pid = spawnDaemon(
       bin,
       [
-        '--port',
-        String(port),
+        ...(this.tls ? this.tlsArgs(this.tls, port) : ['--port', String(port)]),
         '--bind',
         '127.0.0.1',
         '--cluster-enabled',
@@ -93,6 +106,36 @@ export class LocalRedisCluster {
     await Promise.all(this.ports.map((port) => stopByPidFile(join(this.dir, String(port), 'server.pid'))));
   }
 
+  private tlsArgs(tls: ClusterTls, port: number): string[] {
+    const hash = (text: string) => createHash('sha256').update(text).digest('hex');
+    return [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cluster',
+      'yes',
+      '--tls-replication',
+      'yes',
+      '--tls-cert-file',
+      tls.cert,
+      '--tls-key-file',
+      tls.key,
+      '--tls-ca-cert-file',
+      tls.ca,
+      '--tls-auth-clients',
+      'optional',
+      '--user',
+      'default',
+      'on',
+      `#${hash(tls.adminPassword)}`,
+      '~*',
+      '&*',
+      '+@all',
+      ...(tls.users ?? []).flatMap((line) => ['--user', ...line.split(' ')]),
+    ];
+  }
+
   private async ping(port: number): Promise<boolean> {
     return (await this.node(port, (r) => r.ping())) === 'PONG';
   }
@@ -101,6 +144,9 @@ export class LocalRedisCluster {
     const r = new Redis({
       port,
       host: '127.0.0.1',
+      ...(this.tls
+        ? { password: this.tls.adminPassword, tls: { ca: readFileSync(this.tls.ca, 'utf8') } }
+        : {}),
       lazyConnect: true,
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,

@@ -11,7 +11,11 @@ import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const run = promisify(execFile);
 
-/** PEM files made at start: a CA, one server certificate for every server, one client certificate. */
+/**
+ * PEM files made at start: a CA, one server certificate for every server (also good as a client
+ * certificate, which Redis Cluster nodes present to each other on the TLS cluster bus), one client
+ * certificate.
+ */
 export interface Certificates {
   ca: string;
   serverCert: string;
@@ -64,6 +68,7 @@ export function redisAclRule(keyPatterns: readonly string[], metaPrefix = 'cache
     '+evalsha',
     '+cluster|slots',
     '+cluster|nodes',
+    '+cluster|info',
   ].join(' ');
 }
 
@@ -128,7 +133,14 @@ export class SecureStack {
     );
   }
 
-  /** A root connection over TLS. */
+  /** The Redis ACL user cachesync logs in as, in the form of a `user` config line (without `user`). */
+  redisAclUser(): string {
+    const { user, password } = this.users.redis;
+    // The password as its sha256 (#...): no quoting of the punctuation in it.
+    return `${user} on #${sha256(password)} ${redisAclRule(this.keyPatterns)}`;
+  }
+
+  /** An admin connection over TLS. */
   mysqlAdmin(): Promise<mysql.Connection> {
     return mysql.createConnection({
       host: '127.0.0.1',
@@ -212,7 +224,7 @@ export class SecureStack {
       'localhost',
       c.serverCert,
       c.serverKey,
-      'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth',
     );
     await issue('cachesync', c.clientCert, c.clientKey, 'extendedKeyUsage=clientAuth');
   }
@@ -282,9 +294,7 @@ export class SecureStack {
     const base = join(this.dir, 'redis');
     mkdirSync(base, { recursive: true });
     const conf = join(base, 'redis.conf');
-    const { redis, redisAdmin } = this.users;
-    // Passwords as sha256 hashes (#...): no quoting of the punctuation in them.
-    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+    const { redisAdmin } = this.users;
     writeFileSync(
       conf,
       [
@@ -298,8 +308,8 @@ export class SecureStack {
         'save ""',
         'appendonly no',
         `dir ${base}`,
-        `user default on #${sha(redisAdmin.password)} ~* &* +@all`,
-        `user ${redis.user} on #${sha(redis.password)} ${redisAclRule(this.keyPatterns)}`,
+        `user default on #${sha256(redisAdmin.password)} ~* &* +@all`,
+        `user ${this.redisAclUser()}`,
         '',
       ].join('\n'),
     );
@@ -434,4 +444,8 @@ export class SecureStack {
       { timeoutMs: 90_000, pid, logFile },
     );
   }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } from 'kafkajs';
 import type mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../scripts/local-stack/local-stack.js';
+import { LocalRedisCluster } from '../../scripts/local-stack/redis-cluster.js';
 import { SecureStack } from '../../scripts/local-stack/secure-stack.js';
 import { uniqueName } from '../support/names.js';
 import { eventually, finish, freePort, stopChild } from '../support/pipeline.js';
@@ -36,6 +37,28 @@ describe('over TLS, SASL and a Redis ACL user', () => {
     );
     children.push(child);
     return child;
+  }
+
+  /** `cachesync run` as a real process, ready (streaming); collects what it logs. */
+  async function runReady(
+    config = configFile,
+  ): Promise<{ child: ChildProcess; port: number; logs: () => string }> {
+    const port = await freePort();
+    const child = cachesync(['run'], { METRICS_PORT: String(port) }, config);
+    let logs = '';
+    child.stdout?.on('data', (d: Buffer) => (logs += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (logs += d.toString()));
+    await eventually(
+      () =>
+        fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      (ok) => ok || child.exitCode !== null,
+      90_000,
+    );
+    expect(child.exitCode, logs).toBeNull();
+    return { child, port, logs: () => logs };
   }
 
   function expectNoSecret(text: string): void {
@@ -197,21 +220,7 @@ describe('over TLS, SASL and a Redis ACL user', () => {
   });
 
   it('streams changes to Redis, dead-letters a poison message, and status and dlq read it all back', async () => {
-    const port = await freePort();
-    const child = cachesync(['run'], { METRICS_PORT: String(port) });
-    let logs = '';
-    child.stdout?.on('data', (d: Buffer) => (logs += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (logs += d.toString()));
-    await eventually(
-      () =>
-        fetch(`http://127.0.0.1:${port}/readyz`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      (ok) => ok || child.exitCode !== null,
-      90_000,
-    );
-    expect(child.exitCode, logs).toBeNull();
+    const { child, port, logs } = await runReady();
 
     await sql.query(
       `INSERT INTO ${name}.users VALUES (1, 'a@x', 'Ann'), (2, 'b@x', 'Bob');
@@ -259,8 +268,8 @@ describe('over TLS, SASL and a Redis ACL user', () => {
     expectNoSecret(status.out + status.err);
 
     expect(await stopChild(child, 'SIGTERM')).toBe(0);
-    expect(logs).toContain('"msg"');
-    expectNoSecret(logs);
+    expect(logs()).toContain('"msg"');
+    expectNoSecret(logs());
   });
 
   it('the Redis ACL user reaches only cachesync’s keys and commands', async () => {
@@ -281,6 +290,73 @@ describe('over TLS, SASL and a Redis ACL user', () => {
       await user.del(`${p}probe`);
     } finally {
       user.disconnect();
+    }
+  });
+
+  it('streams to a Redis Cluster over TLS, as the ACL user, checking each node’s certificate', async () => {
+    const base = TEST_BASE_PORT + 25;
+    const { certs, users } = stack;
+    // Outside the secure stack's dir, which its start wipes: a cluster left by a killed run is found
+    // by its pid files and stopped.
+    const cluster = new LocalRedisCluster(
+      join(testStack().dir, 'secure-redis-cluster'),
+      [base, base + 1, base + 2],
+      {
+        ca: certs.ca,
+        cert: certs.serverCert,
+        key: certs.serverKey,
+        adminPassword: users.redisAdmin.password,
+        users: [stack.redisAclUser()],
+      },
+    );
+    let admin: Cluster | undefined;
+    try {
+      await cluster.start();
+      admin = new Cluster([{ host: '127.0.0.1', port: base }], {
+        redisOptions: { password: users.redisAdmin.password, tls: { ca: readFileSync(certs.ca, 'utf8') } },
+      });
+      const look = admin;
+      // The same pipeline on its own topics, writing to the cluster.
+      const text = readFileSync(configFile, 'utf8')
+        .replaceAll(`${name}.changes`, `${name}.cluster.changes`)
+        .replaceAll(`${name}.dlq`, `${name}.cluster.dlq`)
+        .replace(
+          /redis:\n( {2}.*\n)+/,
+          [
+            'redis:',
+            `  url: rediss://${users.redis.user}@127.0.0.1:${base}/0`,
+            '  cluster: true',
+            '  passwordFile: redis-password',
+            '  tls:',
+            `    caFile: ${certs.ca}`,
+            '',
+          ].join('\n'),
+        );
+      const clusterConfig = configFile.replace(/\.yaml$/, '-cluster.yaml');
+      writeFileSync(clusterConfig, text);
+
+      const checked = await finish(cachesync(['check'], {}, clusterConfig));
+      expect(checked.out).toContain(
+        `ok   Redis at rediss://cachesync@127.0.0.1:${base}/0: TLS on, server certificate verified`,
+      );
+      expect(checked.code, checked.out).toBe(0);
+
+      const { child, logs } = await runReady(clusterConfig);
+      await sql.query(
+        `INSERT INTO ${name}.users VALUES (10, 'c@x', 'Cy'), (11, 'd@x', 'Di'), (12, 'e@x', 'Ed')`,
+      );
+      await sql.query(`UPDATE ${name}.users SET name = 'Cyd' WHERE id = 10`);
+      await eventually(
+        async () => [await look.get(`${p}user:10`), await look.get(`${p}user:12`)],
+        ([ten, twelve]) =>
+          ten === JSON.stringify({ id: 10, email: 'c@x', name: 'Cyd' }) &&
+          twelve === JSON.stringify({ id: 12, email: 'e@x', name: 'Ed' }),
+      );
+      expect(await stopChild(child, 'SIGTERM')).toBe(0);
+      expectNoSecret(logs());
+    } finally {
+      admin?.disconnect();
+      await cluster.stop();
     }
   });
 });
