@@ -57,6 +57,7 @@ export function redisAclRule(keyPatterns: readonly string[], metaPrefix = 'cache
     '+del',
     '+type',
     '+hset',
+    '+hgetall',
     '+pexpire',
     '+zadd',
     '+zrem',
