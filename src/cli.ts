@@ -132,11 +132,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('apply dead letters again, through the versioned apply (older than Redis: skipped)')
     .option('--table <db.table>', 'only this table')
     .option('--dry-run', 'report what would be applied and what is stale; change nothing')
+    .option('--force', "also replay letters older than the version guards' lifetime")
     .option('--json', 'print JSON')
-    .action(async (opts: CommonOptions & { table?: string; dryRun?: boolean; json?: boolean }) => {
-      const config = await load(opts);
-      setExit(await oneShot(config, () => dlqReplay(config, quietLogger(config), opts)));
-    });
+    .action(
+      async (opts: CommonOptions & { table?: string; dryRun?: boolean; json?: boolean; force?: boolean }) => {
+        const config = await load(opts);
+        setExit(await oneShot(config, () => dlqReplay(config, quietLogger(config), opts)));
+      },
+    );
 
   return program;
 }

@@ -1,4 +1,5 @@
 import type { CompiledConfig } from '../config/types.js';
+import { checkGuardEviction } from '../consumer/guard-checks.js';
 import { checkRedis } from '../consumer/redis-client.js';
 import type { Finding } from '../core/finding.js';
 import { checkKafka } from '../kafka/kafka-client.js';
@@ -14,6 +15,7 @@ export async function runCheck(
     ...(await checkSource(config)),
     ...(await checkKafka(config.kafka)),
     ...(await checkRedis(config.redis)),
+    ...(await checkGuardEviction(config.redis)),
   ];
   for (const f of findings) {
     const tag = !f.ok ? 'FAIL' : f.warning ? 'WARN' : 'ok  ';

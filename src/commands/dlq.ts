@@ -7,7 +7,9 @@ import { planCacheOps, type CacheOp } from '../core/cache-plan.js';
 import { decodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
 import { ConfigError } from '../core/errors.js';
 import { compareVersions } from '../core/version.js';
+import { formatDuration } from '../config/duration.js';
 import { createKafka } from '../kafka/kafka-client.js';
+import { guardLifetimeMs } from '../kafka/retention.js';
 import { readTopicToEnd } from '../kafka/topic-reader.js';
 import type { Logger } from '../observability/logger.js';
 import { formatTable as table } from './format-table.js';
@@ -98,7 +100,7 @@ export async function dlqList(
 const REPLAY_BATCH = 500;
 
 /** What happened to one replayed letter. */
-type ReplayOutcome = 'applied' | 'stale' | 'failed' | 'unmapped';
+type ReplayOutcome = 'applied' | 'stale' | 'failed' | 'unmapped' | 'refused';
 
 /**
  * `cachesync dlq replay`: puts dead letters through the same versioned apply as the consumer, so a
@@ -107,15 +109,23 @@ type ReplayOutcome = 'applied' | 'stale' | 'failed' | 'unmapped';
 export async function dlqReplay(
   config: CompiledConfig,
   logger: Logger,
-  opts: { table?: string; dryRun?: boolean; json?: boolean },
+  opts: { table?: string; dryRun?: boolean; json?: boolean; force?: boolean },
   out: NodeJS.WritableStream = process.stdout,
 ): Promise<number> {
   checkTableOption(config, opts.table);
   const mappings = new Map(config.mappings.map((m) => [m.table, m]));
-  const redis = createRedis(config.redis);
-  const applier = new RedisApplier(redis);
   const kafka = createKafka(config.kafka, logger, '-dlq', { failFast: true });
-  const counts: Record<ReplayOutcome, number> = { applied: 0, stale: 0, failed: 0, unmapped: 0 };
+  const guardTtlMs = await guardLifetimeMs(kafka, config.kafka, config.consumer.guardTtlMs);
+  const redis = createRedis(config.redis);
+  const applier = new RedisApplier(redis, { versionTtlMs: guardTtlMs });
+  // A letter older than the guards' lifetime may be older than a change whose guard is gone:
+  // applied, it could put an older value back. Only --force replays it.
+  const expired = (letter: Letter) =>
+    !opts.force &&
+    guardTtlMs !== null &&
+    letter.event !== undefined &&
+    Date.now() - letter.event.ts_ms > guardTtlMs;
+  const counts: Record<ReplayOutcome, number> = { applied: 0, stale: 0, failed: 0, unmapped: 0, refused: 0 };
   const failures: string[] = [];
   const progress = new Progress(out, opts.dryRun ? 'checked' : 'replayed');
   // Letters are applied a batch at a time: issued together, pipelined by the client, and still in
@@ -124,7 +134,10 @@ export async function dlqReplay(
   const flush = async () => {
     const outcomes = await Promise.all(
       batch.map((letter) =>
-        replayOne(letter, mappings, applier, opts.dryRun ?? false).catch((err: Error) => {
+        (expired(letter)
+          ? Promise.resolve('refused' as const)
+          : replayOne(letter, mappings, applier, opts.dryRun ?? false)
+        ).catch((err: Error) => {
           const { message, partition } = letter;
           failures.push(
             `${letter.table} ${message.key?.toString() ?? ''} (partition ${partition}, offset ${message.offset}): ${err.message}`,
@@ -155,12 +168,18 @@ export async function dlqReplay(
   } else {
     out.write(
       `${verb} ${counts.applied}, skipped as stale ${counts.stale} (Redis holds a newer change), ` +
-        `failed ${counts.failed}, unmapped ${counts.unmapped}\n`,
+        `failed ${counts.failed}, unmapped ${counts.unmapped}` +
+        (counts.refused > 0
+          ? `, refused ${counts.refused}: older than the version guards' lifetime (${formatDuration(guardTtlMs ?? 0)}), ` +
+            'so the guard of a newer change may be gone and replaying could put an older value back; ' +
+            '--force replays them anyway'
+          : '') +
+        '\n',
     );
     for (const f of failures.slice(0, 20)) out.write(`  failed: ${f}\n`);
     if (failures.length > 20) out.write(`  ...and ${failures.length - 20} more\n`);
   }
-  return counts.failed > 0 ? 1 : 0;
+  return counts.failed > 0 || counts.refused > 0 ? 1 : 0;
 }
 
 async function replayOne(

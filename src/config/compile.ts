@@ -61,6 +61,7 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
       maxFetchBytes: consumer.maxFetchBytes,
       sessionTimeoutMs: consumer.sessionTimeout,
       heartbeatIntervalMs: consumer.heartbeatInterval,
+      ...(consumer.guardTtl === undefined ? {} : { guardTtlMs: consumer.guardTtl }),
     },
     audit: { sampleRate: config.audit.sampleRate, delayMs: config.audit.delay },
     log: config.log,

@@ -455,6 +455,7 @@ const consumerSchema = section({
   maxFetchBytes: atLeastOne().default(4 * 1024 * 1024),
   sessionTimeout: duration({ positive: true }).default(6000),
   heartbeatInterval: duration({ positive: true }).default(1000),
+  guardTtl: duration({ positive: true }).optional(),
 })
   .superRefine(retryBounds, ON_MAPPING)
   .superRefine(heartbeatBounds, ON_MAPPING);

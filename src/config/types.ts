@@ -151,6 +151,12 @@ export interface ConsumerConfig {
   sessionTimeoutMs: number;
   /** Heartbeats to the group coordinator; at most a third of the session timeout. Default 1 s. */
   heartbeatIntervalMs: number;
+  /**
+   * How long a key's version guard lasts after its last change. Default: the longer retention of
+   * the change and DLQ topics, read from Kafka (forever if either keeps messages forever), so no
+   * older change can still arrive once a guard is gone.
+   */
+  guardTtlMs?: number;
 }
 
 /** The consumers' audit: re-reading a sample of the rows whose keys they wrote. */

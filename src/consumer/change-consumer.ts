@@ -16,6 +16,7 @@ import {
 import { backoffDelay, pause, retry, type BackoffPolicy } from '../core/retry.js';
 import { createKafka, ensureTopics } from '../kafka/kafka-client.js';
 import { classifyKafkaError } from '../kafka/kafka-errors.js';
+import { guardLifetimeMs } from '../kafka/retention.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Auditor } from './audit.js';
@@ -107,6 +108,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     private readonly producer: Producer,
     private readonly redis: Redis | Cluster,
     private readonly ownsRedis: boolean,
+    guardTtlMs: number | null,
   ) {
     super();
     this.log = opts.logger.child({ component: 'consumer' });
@@ -115,7 +117,11 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     this.retryPolicy = { initialMs: c.retryInitialMs, maxMs: c.retryMaxMs };
     this.chunkSize = opts.chunkSize ?? 500;
     this.stallMs = opts.stallMs ?? 3000;
-    this.applier = new RedisApplier(redis);
+    this.applier = new RedisApplier(redis, { versionTtlMs: guardTtlMs });
+    this.log.info(
+      { guardTtlMs: guardTtlMs ?? 'forever' },
+      'version guards last as long as an older change can still arrive',
+    );
     this.deadLetters = new DeadLetterWriter(producer, opts.config.kafka.dlqTopic);
     this.auditor = new Auditor({ config: opts.config, redis, metrics: opts.metrics, logger: opts.logger });
     // Readiness follows the Redis connection too, not only failed writes: with no traffic a Redis
@@ -151,9 +157,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       maxBytesPerPartition: Math.max(64 * 1024, Math.floor(c.maxFetchBytes / 4)),
     });
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const guardTtlMs = await guardLifetimeMs(kafka, opts.config.kafka, opts.config.consumer.guardTtlMs);
     const redis = opts.redis ?? createRedis(opts.config.redis);
     await Promise.all([consumer.connect(), producer.connect()]);
-    return new ChangeConsumer(opts, consumer, producer, redis, opts.redis === undefined);
+    return new ChangeConsumer(opts, consumer, producer, redis, opts.redis === undefined, guardTtlMs);
   }
 
   get state(): ConsumerState {

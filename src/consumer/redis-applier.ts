@@ -12,8 +12,11 @@ export type OpOutcome = 'applied' | 'stale';
 export interface RedisApplierOptions {
   /** Prefix of cachesync's own keys (version guards, the delayed-delete schedule). Default `cachesync:`. */
   metaPrefix?: string;
-  /** How long a key's version guard outlives its last change. Default 24 h. */
-  versionTtlMs?: number;
+  /**
+   * How long a key's version guard outlives its last change (and at least the key's own TTL);
+   * null: guards never expire. Default 24 h. The runtime sets it to cover Kafka's retention.
+   */
+  versionTtlMs?: number | null;
   /** SCAN COUNT while clearing a truncated table. Default 500. */
   scanBatch?: number;
 }
@@ -36,7 +39,7 @@ if t ~= 'none' and t ~= 'string' then
   redis.call('DEL', KEYS[1])
 end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('SET', KEYS[1], ARGV[2]) end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4]) else redis.call('SET', KEYS[2], ARGV[1]) end
 return 1`;
 
 const HASH_IF_NEWER = `${VERSION_COMPARE_LUA}
@@ -49,14 +52,14 @@ end
 redis.call('DEL', KEYS[1])
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3]) else redis.call('SET', KEYS[2], ARGV[1]) end
 return 1`;
 
 const DEL_IF_NEWER = `${VERSION_COMPARE_LUA}
 local cur = redis.call('GET', KEYS[2])
 if cur and cs_compare_versions(cur, ARGV[1]) > 0 then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) else redis.call('SET', KEYS[2], ARGV[1]) end
 return 1`;
 
 /** Removes a due delayed delete only if it was not rescheduled meanwhile. */
@@ -93,7 +96,7 @@ interface ScriptedClient {
  */
 export class RedisApplier {
   readonly metaPrefix: string;
-  private readonly versionTtlMs: number;
+  readonly versionTtlMs: number | null;
   private readonly scanBatch: number;
   private readonly scripted: ScriptedClient;
 
@@ -102,10 +105,15 @@ export class RedisApplier {
     opts: RedisApplierOptions = {},
   ) {
     this.metaPrefix = opts.metaPrefix ?? 'cachesync:';
-    this.versionTtlMs = opts.versionTtlMs ?? 24 * 3600_000;
+    this.versionTtlMs = opts.versionTtlMs === undefined ? 24 * 3600_000 : opts.versionTtlMs;
     this.scanBatch = opts.scanBatch ?? 500;
     defineScripts(redis);
     this.scripted = redis as unknown as ScriptedClient;
+  }
+
+  /** A guard's PX argument: the guard lifetime, at least the key's TTL; '' for no expiry. */
+  private guardTtl(keyTtlMs?: number): string {
+    return this.versionTtlMs === null ? '' : String(Math.max(this.versionTtlMs, keyTtlMs ?? 0));
   }
 
   /** The sorted set of pending delayed deletes: member = key, score = due time (epoch ms). */
@@ -145,7 +153,7 @@ export class RedisApplier {
   }
 
   private async applyOne(op: CacheOp, control: ScanControl): Promise<OpOutcome> {
-    const verTtl = String(this.versionTtlMs);
+    const verTtl = this.guardTtl();
     switch (op.kind) {
       case 'set':
         return outcome(
@@ -155,7 +163,7 @@ export class RedisApplier {
             op.version,
             op.value,
             op.ttlMs === undefined ? '' : String(op.ttlMs),
-            verTtl,
+            this.guardTtl(op.ttlMs),
             op.replace ? '1' : '',
           ),
         );
@@ -166,7 +174,7 @@ export class RedisApplier {
             this.versionKey(op.key),
             op.version,
             op.ttlMs === undefined ? '' : String(op.ttlMs),
-            verTtl,
+            this.guardTtl(op.ttlMs),
             op.replace ? '1' : '',
             ...Object.entries(op.fields).flat(),
           ),
@@ -190,7 +198,7 @@ export class RedisApplier {
    * UnavailableError if `control.live` stopped it, so nothing of it counts as applied.
    */
   async deleteOwned(filter: KeyFilter, version: string, control: ScanControl = {}): Promise<number> {
-    const verTtl = String(this.versionTtlMs);
+    const verTtl = this.guardTtl();
     let deleted = 0;
     const complete = await scanOwnedKeys(
       this.redis,
