@@ -3,9 +3,16 @@ import { ChangeConsumer } from './consumer/change-consumer.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer, type HealthSource } from './observability/http-server.js';
 import { Metrics } from './observability/metrics.js';
-import { mappingProblems } from './tailer/source-checks.js';
+import { mappingProblems, streamProblems } from './tailer/source-checks.js';
 import { Tailer } from './tailer/tailer.js';
-import { ConfigError, describeBug, errorKind, errorMessage, isProgrammerError } from './core/errors.js';
+import {
+  ConfigError,
+  FatalError,
+  describeBug,
+  errorKind,
+  errorMessage,
+  isProgrammerError,
+} from './core/errors.js';
 import { OncePerKind, retry, type BackoffPolicy } from './core/retry.js';
 import { classifyKafkaError, kafkaErrorType } from './kafka/kafka-errors.js';
 import { classifyMysqlError } from './tailer/mysql-errors.js';
@@ -144,6 +151,12 @@ export class Runtime {
     if (problems.length > 0) {
       const lines = problems.map((p) => `  ${p}`).join('\n');
       throw new ConfigError(`${config.file}: the mappings do not match the database:\n${lines}`);
+    }
+    const blockers = await this.untilUp('tailer', () => streamProblems(config));
+    if (blockers.length > 0) {
+      throw new FatalError(
+        `the source's binlog cannot be streamed with its settings:\n${blockers.map((b) => `  ${b}`).join('\n')}`,
+      );
     }
     const deps = { config, logger: this.opts.logger, metrics: this.metrics };
     const tailer = await this.untilUp('tailer', () => Tailer.create(deps));

@@ -75,6 +75,54 @@ export async function mappingProblems(
 }
 
 /**
+ * MySQL 8 settings under which the binlog does not carry row changes in a form the tailer reads:
+ * compressed transaction payloads, and partial JSON updates (an update image without the whole
+ * document). Absent variables (MariaDB, older MySQL) pass.
+ */
+const STREAM_SETTINGS: [string, (value: string) => boolean, string][] = [
+  [
+    'binlog_transaction_compression',
+    (v) => v === '0' || v.toUpperCase() === 'OFF',
+    'compressed transactions cannot be read: SET GLOBAL binlog_transaction_compression=OFF and in my.cnf',
+  ],
+  [
+    'binlog_row_value_options',
+    (v) => v === '',
+    "partial JSON updates leave refresh without the whole row: SET GLOBAL binlog_row_value_options='' and in my.cnf",
+  ],
+];
+
+async function binlogStreamBlockers(conn: mysql.Connection): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  for (const [name, ok, fix] of STREAM_SETTINGS) {
+    let value: string;
+    try {
+      const [[row]] = await conn.query<mysql.RowDataPacket[]>(`SELECT @@GLOBAL.${name} AS v`);
+      value = String(row?.v ?? '');
+    } catch {
+      continue; // the server has no such setting: nothing to block the stream
+    }
+    if (ok(value)) findings.push({ ok: true, what: `${name} = ${value === '' ? "''" : value}` });
+    else findings.push(fail(`${name} off`, `it is ${value}; ${fix}`));
+  }
+  return findings;
+}
+
+/**
+ * Server settings the tailer cannot stream under, each with the fix (run refuses to start with
+ * them: a reconnect would only meet them again).
+ */
+export async function streamProblems(config: Pick<CompiledConfig, 'source'>): Promise<string[]> {
+  const conn = await connectToSource(config.source);
+  try {
+    const findings = await binlogStreamBlockers(conn);
+    return findings.filter((f) => !f.ok).map((f) => `${f.what}: ${f.why ?? ''}`);
+  } finally {
+    await conn.end().catch(() => undefined);
+  }
+}
+
+/**
  * The kind (integer or text) of every key-template column of every mapped table, by `db.table`:
  * table-level changes carry them so that only keys the templates can render are deleted.
  */
@@ -178,6 +226,7 @@ async function checkSettings(conn: mysql.Connection, replicaServerId: number): P
     if (value.toUpperCase() === wanted) findings.push({ ok: true, what: `${name} = ${wanted}` });
     else findings.push(fail(`${name} = ${wanted}`, `it is ${value}; ${fix}`));
   }
+  findings.push(...(await binlogStreamBlockers(conn)));
   if (Number(version?.id) === replicaServerId) {
     findings.push(
       fail(
