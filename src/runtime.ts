@@ -1,3 +1,6 @@
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { runSnapshot, snapshotInProgress } from './commands/snapshot.js';
 import type { CompiledConfig } from './config/types.js';
 import { ChangeConsumer } from './consumer/change-consumer.js';
 import type { Logger } from './observability/logger.js';
@@ -44,6 +47,7 @@ export class Runtime {
   private consumer: ChangeConsumer | undefined;
   private http: HttpServer | undefined;
   private stopping: Promise<void> | undefined;
+  private initialSnapshot: Promise<void> | undefined;
   private failure: unknown;
   private settle!: { resolve: () => void; reject: (err: unknown) => void };
   private readonly log: Logger;
@@ -161,7 +165,46 @@ export class Runtime {
     const deps = { config, logger: this.opts.logger, metrics: this.metrics };
     const tailer = await this.untilUp('tailer', () => Tailer.create(deps));
     this.tailer = tailer;
+    const firstStart = tailer.checkpoint === undefined;
     tailer.run().catch((err: unknown) => this.fail(err));
+    if (config.snapshot.onFirstStart) this.initialSnapshot = this.runInitialSnapshot(tailer, firstStart);
+  }
+
+  /**
+   * `snapshot.onFirstStart`: on the tailer's first start, once it stored its first checkpoint (so
+   * the snapshot's versions carry its epoch), loads the refresh keys from the tables; a later start
+   * that finds that snapshot unfinished (a crash, a stop) continues it. Its failure is logged, not
+   * fatal: the stream goes on, and `cachesync snapshot` can be run by hand.
+   */
+  private async runInitialSnapshot(tailer: Tailer, firstStart: boolean): Promise<void> {
+    const log = this.opts.logger.child({ component: 'snapshot' });
+    try {
+      if (!firstStart && !(await snapshotInProgress(this.config))) return;
+      while (tailer.state !== 'streaming' && tailer.state !== 'paused') {
+        if (this.stopping || tailer.state === 'failed') return;
+        await sleep(100);
+      }
+      log.info({ firstStart }, 'loading the refresh keys from the tables (snapshot.onFirstStart)');
+      const lines = new Writable({
+        write: (chunk: Buffer, _encoding, done) => {
+          for (const line of chunk.toString().split('\n')) if (line.trim()) log.info(line.trim());
+          done();
+        },
+      });
+      const code = await runSnapshot(
+        this.config,
+        this.opts.logger,
+        { aborted: () => this.stopping !== undefined },
+        lines,
+        lines,
+      );
+      if (code !== 0) log.error('the first-start snapshot could not write every key; see the lines above');
+    } catch (err) {
+      log.error(
+        { err: (err as Error).message },
+        'the first-start snapshot failed; run `cachesync snapshot` by hand',
+      );
+    }
   }
 
   /**
@@ -209,6 +252,8 @@ export class Runtime {
       this.stopSignal.abort();
       const graceMs = this.opts.graceMs ?? 30_000;
       this.log.info({ graceMs }, 'stopping');
+      // The snapshot stops between chunks (it resumes there on the next start).
+      await this.initialSnapshot;
       // Tailer first, so everything it read reaches Kafka while consumers still run.
       await this.tailer
         ?.close(graceMs)

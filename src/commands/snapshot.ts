@@ -20,6 +20,8 @@ export interface SnapshotOptions {
   rowsPerSecond?: number;
   /** Rows per consistent read. Default 1000. */
   chunkSize?: number;
+  /** Checked between chunks: true stops the snapshot where it is (it resumes there next time). */
+  aborted?: () => boolean;
 }
 
 /** Where an interrupted snapshot of a table resumes: after this primary key. */
@@ -79,6 +81,10 @@ export async function runSnapshot(
         let next: Promise<RowsRead> = reader.readChunk(resume?.after, chunkSize);
         for (;;) {
           const { rows, position } = await next;
+          if (opts.aborted?.()) {
+            log.info({ table: mapping.table, rows: rowsRead }, 'snapshot stopped; it resumes here');
+            return failed > 0 ? 1 : 0;
+          }
           if (rows.length === 0) break;
           const last = rows[rows.length - 1]!.pk;
           // Read the next chunk while this one is written: one read and one write in flight.
@@ -97,7 +103,7 @@ export async function runSnapshot(
               }
             }
           }
-          for (const outcome of await applyAll(applier, ops, log)) counts[outcome]++;
+          for (const outcome of await applyAll(applier, ops, log, opts.aborted)) counts[outcome]++;
           rowsRead += rows.length;
           rowsThisRun += rows.length;
           await redis.set(
@@ -131,6 +137,20 @@ export async function runSnapshot(
   return failed > 0 ? 1 : 0;
 }
 
+/** True while some table's snapshot was started and not finished (a resume point is stored). */
+export async function snapshotInProgress(config: CompiledConfig): Promise<boolean> {
+  const redis = createRedis(config.redis);
+  try {
+    const applier = new RedisApplier(redis);
+    for (const mapping of config.mappings) {
+      if ((await redis.exists(`${applier.metaPrefix}snapshot:{${mapping.table}}`)) > 0) return true;
+    }
+    return false;
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /**
  * Applies a chunk's writes, retrying while Redis is unavailable. A write Redis rejects (a key of
  * another type) fails alone: the rest of the chunk is still written.
@@ -139,18 +159,19 @@ async function applyAll(
   applier: RedisApplier,
   ops: readonly WriteOp[],
   log: Logger,
+  aborted?: () => boolean,
 ): Promise<(OpOutcome | 'failed')[]> {
   const policy = { initialMs: 100, maxMs: 5000 };
   const onRetry = (e: unknown, attempt: number) =>
     log.warn({ err: (e as Error).message, attempt }, 'Redis unavailable; retrying the chunk');
   try {
-    return await retry(() => applier.apply(ops), policy, { onRetry });
+    return await retry(() => applier.apply(ops), policy, { onRetry, ...(aborted ? { aborted } : {}) });
   } catch (e) {
     if (!(e instanceof MessageError)) throw e;
   }
   return Promise.all(
     ops.map((op) =>
-      retry(() => applier.apply([op]), policy, { onRetry }).then(
+      retry(() => applier.apply([op]), policy, { onRetry, ...(aborted ? { aborted } : {}) }).then(
         (o) => o[0] ?? 'applied',
         (e: unknown) => {
           if (!(e instanceof MessageError)) throw e;

@@ -64,6 +64,7 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
       ...(consumer.guardTtl === undefined ? {} : { guardTtlMs: consumer.guardTtl }),
     },
     audit: { sampleRate: config.audit.sampleRate, delayMs: config.audit.delay },
+    snapshot: config.snapshot,
     log: config.log,
     mappings: config.mappings.map(compileMapping),
   };

@@ -465,6 +465,10 @@ const auditSchema = section({
   delay: duration({ positive: true }).default(2000),
 });
 
+const snapshotSchema = section({
+  onFirstStart: boolean().default(false),
+});
+
 const logSchema = section({
   level: oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -499,6 +503,7 @@ export const configSchema = section({
   tailer: tailerSchema.prefault({}),
   consumer: consumerSchema.prefault({}),
   audit: auditSchema.prefault({}),
+  snapshot: snapshotSchema.prefault({}),
   log: logSchema.prefault({}),
   mappings: z
     .array(mappingSchema, {

@@ -14,6 +14,7 @@ export interface CompiledConfig {
   tailer: TailerConfig;
   consumer: ConsumerConfig;
   audit: AuditConfig;
+  snapshot: SnapshotConfig;
   log: LogConfig;
   mappings: CompiledMapping[];
 }
@@ -165,6 +166,14 @@ export interface AuditConfig {
   sampleRate: number;
   /** How long after the write the row and the key are compared. Default 2 000. */
   delayMs: number;
+}
+
+export interface SnapshotConfig {
+  /**
+   * The tailer's first start (no checkpoint yet) also loads the refresh keys from the tables, as
+   * `cachesync snapshot` does; a start that finds that snapshot unfinished continues it. Default false.
+   */
+  onFirstStart: boolean;
 }
 
 export interface LogConfig {

@@ -141,3 +141,47 @@ describe('snapshot of a table that existed before cachesync, under live updates 
     expect(result.deleted).toBeGreaterThan(100);
   });
 });
+
+describe('snapshot.onFirstStart', () => {
+  let pipeline: Pipeline;
+
+  beforeAll(async () => {
+    pipeline = await Pipeline.create({
+      tables: [`CREATE TABLE {db}.items (id INT PRIMARY KEY, seq INT, name VARCHAR(40))`],
+      mappings: `
+  - table: {db}.items
+    keys:
+      - key: "{p}item:{id}"
+        action: refresh`,
+      extraYaml: 'snapshot:\n  onFirstStart: true',
+    });
+  });
+
+  afterAll(async () => {
+    await pipeline?.cleanup();
+  });
+
+  it("the daemon's first start loads the rows that existed before it; changes after it win", async () => {
+    const { db, p, redis, sql } = pipeline;
+    const values = Array.from({ length: 3000 }, (_, i) => `(${i}, 0, 'r${i}')`);
+    await sql.query(`INSERT INTO ${db}.items VALUES ${values.join(',')}`);
+    await ready(await pipeline.start());
+    await sql.query(`UPDATE ${db}.items SET seq = 1 WHERE id % 7 = 0`);
+    await sql.query(`DELETE FROM ${db}.items WHERE id % 11 = 0`);
+    const wrong = async () => {
+      const [rows] = await sql.query<mysql.RowDataPacket[]>(`SELECT * FROM ${db}.items`);
+      const byId = new Map(rows.map((r) => [Number(r.id), r]));
+      const ids = Array.from({ length: 3000 }, (_, i) => i);
+      const keys = await redis.mget(ids.map((id) => `${p}item:${id}`));
+      return ids.filter((id, i) => {
+        const row = byId.get(id);
+        const value = keys[i] ?? null;
+        return row
+          ? value === null || JSON.stringify(JSON.parse(value)) !== JSON.stringify({ ...row })
+          : value !== null;
+      }).length;
+    };
+    await eventually(wrong, (n) => n === 0, 60_000);
+    expect(await redis.exists(`cachesync:snapshot:{${db}.items}`)).toBe(0);
+  });
+});

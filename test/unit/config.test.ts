@@ -326,7 +326,7 @@ describe('loadConfig: problems', () => {
       }),
     );
     expect(lines).toEqual([
-      'colour: unknown key; valid keys here: source, kafka, redis, metrics, tailer, consumer, audit, log, mappings',
+      'colour: unknown key; valid keys here: source, kafka, redis, metrics, tailer, consumer, audit, snapshot, log, mappings',
       'mappings[0].keys[0].delayed_redelete: unknown key (did you mean delayedRedelete?); valid keys here: key, ' +
         'action, columns, format, ttl, ttlJitter, delayedRedelete',
     ]);
@@ -437,7 +437,7 @@ describe('loadConfig: problems', () => {
     ]);
     expect(await problemTexts('# nothing yet\n')).toEqual([
       '(top level): empty value; expected a mapping with keys source, kafka, redis, metrics, tailer, consumer, ' +
-        'audit, log, mappings',
+        'audit, snapshot, log, mappings',
     ]);
   });
 
