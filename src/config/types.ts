@@ -143,7 +143,8 @@ export interface ConsumerConfig {
   partitionsConcurrently: number;
   /** Delayed deletes scheduled and not yet run; past it the consumer waits before scheduling more. Default 100 000. */
   maxPendingRedeletes: number;
-  /** Bytes one fetch from Kafka may return (kafkajs maxBytes; a partition gets at most a quarter). Default 4 MiB. */
+  /** Bytes one fetch from Kafka may return (kafkajs maxBytes; a partition gets at most a quarter). Default 1 MiB:
+   * compressed, so several times that once decoded. */
   maxFetchBytes: number;
   /**
    * Consumer group session timeout: a crashed member's partitions move after this long. The broker
