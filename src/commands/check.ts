@@ -1,5 +1,6 @@
 import type { CompiledConfig } from '../config/types.js';
 import { checkGuardEviction } from '../consumer/guard-checks.js';
+import { checkSourceOverlap } from '../consumer/source-registry.js';
 import { checkRedis } from '../consumer/redis-client.js';
 import type { Finding } from '../core/finding.js';
 import { checkKafka } from '../kafka/kafka-client.js';
@@ -16,6 +17,7 @@ export async function runCheck(
     ...(await checkKafka(config.kafka)),
     ...(await checkRedis(config.redis)),
     ...(await checkGuardEviction(config.redis)),
+    ...(await checkSourceOverlap(config)),
   ];
   for (const f of findings) {
     const tag = !f.ok ? 'FAIL' : f.warning ? 'WARN' : 'ok  ';

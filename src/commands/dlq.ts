@@ -14,6 +14,7 @@ import { readTopicToEnd } from '../kafka/topic-reader.js';
 import type { Logger } from '../observability/logger.js';
 import { formatTable as table } from './format-table.js';
 import { Progress } from './progress.js';
+import { metaPrefixFor } from '../core/version-guard.js';
 
 interface Letter {
   message: KafkaMessage;
@@ -117,7 +118,10 @@ export async function dlqReplay(
   const kafka = createKafka(config.kafka, logger, '-dlq', { failFast: true });
   const guardTtlMs = await guardLifetimeMs(kafka, config.kafka, config.consumer.guardTtlMs);
   const redis = createRedis(config.redis);
-  const applier = new RedisApplier(redis, { versionTtlMs: guardTtlMs });
+  const applier = new RedisApplier(redis, {
+    versionTtlMs: guardTtlMs,
+    metaPrefix: metaPrefixFor(config.source.name),
+  });
   // A letter older than the guards' lifetime may be older than a change whose guard is gone:
   // applied, it could put an older value back. Only --force replays it.
   const expired = (letter: Letter) =>

@@ -13,6 +13,7 @@ import { KafkaCheckpointStore } from '../tailer/checkpoint-store.js';
 import { TableReader, type RowsRead } from '../tailer/table-reader.js';
 import { Progress } from './progress.js';
 import { selectMappings } from './table-option.js';
+import { metaPrefixFor } from '../core/version-guard.js';
 
 export interface SnapshotOptions {
   table?: string[];
@@ -53,7 +54,7 @@ export async function runSnapshot(
   const log = logger.child({ component: 'snapshot' });
   const epoch = await sourceEpoch(config, logger);
   const redis = createRedis(config.redis);
-  const applier = new RedisApplier(redis);
+  const applier = new RedisApplier(redis, { metaPrefix: metaPrefixFor(config.source.name) });
   let failed = 0;
   try {
     for (const mapping of mappings) {

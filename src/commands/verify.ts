@@ -17,6 +17,7 @@ import { TableReader, type ReadPosition, type ReadRow } from '../tailer/table-re
 import { formatTable } from './format-table.js';
 import { Progress } from './progress.js';
 import { selectMappings } from './table-option.js';
+import { metaPrefixFor } from '../core/version-guard.js';
 
 /** One line of the report: a refresh key template of a table. */
 export interface VerifyResult {
@@ -84,8 +85,8 @@ export async function runVerify(
           mapping,
           redis,
           reader,
-          inspector: new KeyInspector(redis),
-          applier: new RedisApplier(redis),
+          inspector: new KeyInspector(redis, metaPrefixFor(config.source.name)),
+          applier: new RedisApplier(redis, { metaPrefix: metaPrefixFor(config.source.name) }),
           watch,
           epoch: checkpointEpoch(watch),
           repair: opts.repair ?? false,

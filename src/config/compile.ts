@@ -22,6 +22,7 @@ export function compileConfig(config: ConfigFile, file: string, files: FileConte
   return {
     file,
     source: {
+      ...(source.name === undefined ? {} : { name: source.name }),
       host: source.host,
       port: source.port,
       user: source.user,

@@ -393,6 +393,7 @@ const sourceSchema = section({
   start: scalar(START_FORMS, parseStart).default({ kind: 'end' }),
   connectTimeout: duration({ positive: true }).default(10_000),
   tls: tlsSchema,
+  name: matching(/^[A-Za-z0-9_.-]{1,64}$/, 'a source name of letters, digits, ., _ and -').optional(),
 }).superRefine(secretOnce(true), ON_MAPPING);
 
 const kafkaSchema = section({

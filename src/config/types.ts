@@ -28,6 +28,11 @@ export type StartPosition =
   | { kind: 'file'; filename: string; position: number };
 
 export interface SourceConfig {
+  /**
+   * Names this source when several share one Redis: its version guards and delayed-delete schedule
+   * live under `cachesync:<name>:` instead of `cachesync:` (see metaPrefixFor).
+   */
+  name?: string;
   host: string;
   /** Default 3306. */
   port: number;

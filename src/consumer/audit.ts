@@ -12,6 +12,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { NoSnapshotPositionError, TableReader } from '../tailer/table-reader.js';
 import { KeyInspector } from './key-inspector.js';
 import type { OpOutcome } from './redis-applier.js';
+import { metaPrefixFor } from '../core/version-guard.js';
 
 export interface AuditorOptions {
   config: Pick<CompiledConfig, 'source' | 'mappings' | 'audit'>;
@@ -58,7 +59,7 @@ export class Auditor {
   private readonly maxPending: number;
 
   constructor(private readonly opts: AuditorOptions) {
-    this.inspector = new KeyInspector(opts.redis);
+    this.inspector = new KeyInspector(opts.redis, metaPrefixFor(opts.config.source.name));
     this.mappings = new Map(opts.config.mappings.map((m) => [m.table, m]));
     this.log = opts.logger.child({ component: 'audit' });
     this.random = opts.random ?? Math.random;

@@ -21,8 +21,10 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Auditor } from './audit.js';
 import { DeadLetterWriter, type FailureInfo } from './dead-letters.js';
+import { registerSource } from './source-registry.js';
 import { RedisApplier, type OpOutcome } from './redis-applier.js';
 import { createRedis } from './redis-client.js';
+import { metaPrefixFor } from '../core/version-guard.js';
 
 export type ConsumerState = 'starting' | 'streaming' | 'paused' | 'stopping' | 'stopped' | 'failed';
 
@@ -117,7 +119,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
     this.retryPolicy = { initialMs: c.retryInitialMs, maxMs: c.retryMaxMs };
     this.chunkSize = opts.chunkSize ?? 500;
     this.stallMs = opts.stallMs ?? 3000;
-    this.applier = new RedisApplier(redis, { versionTtlMs: guardTtlMs });
+    this.applier = new RedisApplier(redis, {
+      versionTtlMs: guardTtlMs,
+      metaPrefix: metaPrefixFor(opts.config.source?.name),
+    });
     this.log.info(
       { guardTtlMs: guardTtlMs ?? 'forever' },
       'version guards last as long as an older change can still arrive',
@@ -185,6 +190,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
   /** Joins the group and applies changes until close(). */
   async run(): Promise<void> {
     if (this.running) return;
+    // So that `check` of another source on this Redis can tell whether their keys overlap.
+    registerSource(this.redis, this.opts.config).catch((err: unknown) =>
+      this.log.debug({ err: String(err) }, 'could not register the source in Redis'),
+    );
     if (!this.redeleteLoop) {
       // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
       this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {

@@ -41,3 +41,40 @@ const INTEGER_TYPES = new Set(['tinyint', 'smallint', 'mediumint', 'int', 'integ
 export function columnKindOf(dataType: string): ColumnKind {
   return INTEGER_TYPES.has(dataType.toLowerCase()) ? 'integer' : 'text';
 }
+
+/**
+ * True when two templates can render the same key, placeholders standing for any text: two
+ * sources whose templates overlap would fight over those keys and each other's guards.
+ */
+export function templatesOverlap(a: KeyTemplate, b: KeyTemplate): boolean {
+  const x = globTokens(a.toGlob());
+  const y = globTokens(b.toGlob());
+  const memo = new Map<number, boolean>();
+  const both = (i: number, j: number): boolean => {
+    const key = i * (y.length + 1) + j;
+    const known = memo.get(key);
+    if (known !== undefined) return known;
+    memo.set(key, false);
+    let result = false;
+    if (i === x.length && j === y.length) result = true;
+    else if (x[i] === STAR && (both(i + 1, j) || (j < y.length && both(i, j + 1)))) result = true;
+    else if (y[j] === STAR && (both(i, j + 1) || (i < x.length && both(i + 1, j)))) result = true;
+    else if (i < x.length && j < y.length && x[i] !== STAR && x[i] === y[j]) result = both(i + 1, j + 1);
+    memo.set(key, result);
+    return result;
+  };
+  return both(0, 0);
+}
+
+const STAR = Symbol('any text');
+
+/** A glob of toGlob() as literal characters and STAR (escapes undone). */
+function globTokens(glob: string): (string | typeof STAR)[] {
+  const out: (string | typeof STAR)[] = [];
+  for (let i = 0; i < glob.length; i++) {
+    const ch = glob[i]!;
+    if (ch === '\\' && i + 1 < glob.length) out.push(glob[++i]!);
+    else out.push(ch === '*' ? STAR : ch);
+  }
+  return out;
+}

@@ -4,6 +4,15 @@
  */
 
 /**
+ * The prefix of cachesync's own keys (version guards, the delayed-delete schedule, snapshot
+ * progress) for a source: `cachesync:`, or `cachesync:<name>:` when the source is named, so that
+ * several sources can share one Redis. A cache-aside reader passes the same prefix.
+ */
+export function metaPrefixFor(sourceName?: string): string {
+  return sourceName === undefined ? 'cachesync:' : `cachesync:${sourceName}:`;
+}
+
+/**
  * The version guard of `key`: in the same Redis Cluster slot, by reusing the key's hash tag or
  * making the whole key the tag. (A key with a `}` but no valid tag cannot be a tag; see README.)
  */

@@ -1,3 +1,4 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeChangeEvent, messageKey, type ChangeEvent } from '../../src/core/change-event.js';
@@ -120,5 +121,30 @@ describe('version guards last as long as an older change can still arrive', () =
     }
     const clean = await finish(pipeline.spawn(['check']));
     expect(clean.out).toContain('ok   Redis keeps version guards (no eviction)');
+  });
+
+  it('a second source on this Redis: check refuses templates that overlap and accepts distinct ones', async () => {
+    const { configFile, p, db } = pipeline;
+    // Another source: its own name and topics, and a template that renders this one's keys.
+    const other = configFile.replace(/\.yaml$/, '.other.yaml');
+    const text = readFileSync(configFile, 'utf8')
+      .replace('source:\n', 'source:\n  name: other\n')
+      .replaceAll(`${db}.changes`, `${db}.other.changes`)
+      .replaceAll(`${db}.dlq`, `${db}.other.dlq`);
+    writeFileSync(other, text.replace(`"${p}doc:{id}"`, `"${p}doc:{v}"`));
+    try {
+      const clash = await finish(pipeline.spawn(['check', '-c', other]));
+      expect(clash.code).toBe(1);
+      expect(clash.out).toContain(
+        `FAIL mappings[0].keys[0].key "${p}doc:{v}" can render the same keys as "${p}doc:{id}" of the unnamed source of topic ${db}.changes`,
+      );
+      writeFileSync(other, text.replace(`"${p}doc:{id}"`, `"${p}other:{id}"`));
+      const apart = await finish(pipeline.spawn(['check', '-c', other]));
+      expect(apart.out).toMatch(
+        /ok {3}key templates overlap with none of the \d+ other source\(s\) on this Redis/,
+      );
+    } finally {
+      rmSync(other, { force: true });
+    }
   });
 });

@@ -558,7 +558,7 @@ describe('loadConfig: problems', () => {
     ].join('\n');
     expect(await problems(text)).toEqual([
       'source.prot: unknown key (did you mean port?); valid keys here: host, port, user, password, passwordFile, ' +
-        'serverId, start, connectTimeout, tls (line 6)',
+        'serverId, start, connectTimeout, tls, name (line 6)',
       'mappings[0].keys[0].action: got "delete"; expected one of invalidate, refresh (line 15)',
       'mappings[0].keys[0].delayedRedelete: got "soon"; expected a number with a unit ms, s, m or h, like 500ms, ' +
         '2s, 1.5m or 1h (line 16)',

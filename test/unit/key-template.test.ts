@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MessageError } from '../../src/core/errors.js';
-import { columnKindOf, keyFilter } from '../../src/core/key-filter.js';
+import { columnKindOf, keyFilter, templatesOverlap } from '../../src/core/key-filter.js';
 import { KeyTemplate } from '../../src/core/key-template.js';
 
 describe('KeyTemplate', () => {
@@ -99,5 +99,19 @@ describe('keyFilter', () => {
       'text',
       'text',
     ]);
+  });
+});
+
+describe('templatesOverlap', () => {
+  it.each([
+    ['user:{id}', 'user:{uid}', true],
+    ['user:{id}', 'user:email:{e}', true],
+    ['user:{id}', 'order:{id}', false],
+    ['a:{x}:b', 'a:{y}:c', false],
+    ['a:{x}:b', 'a:c:{y}', true],
+    ['sess*:{id}', 'sess:{id}', false],
+    ['t:{{{id}}}', 't:{x}', true],
+  ])('%s and %s: %s', (a, b, overlap) => {
+    expect(templatesOverlap(KeyTemplate.parse(a), KeyTemplate.parse(b))).toBe(overlap);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { classifyRedisError } from '../../src/consumer/redis-applier.js';
-import { hasHashTag, versionKeyFor } from '../../src/core/version-guard.js';
+import { hasHashTag, metaPrefixFor, versionKeyFor } from '../../src/core/version-guard.js';
 import { MessageError, UnavailableError } from '../../src/core/errors.js';
 
 /** Redis Cluster's key-to-hash-input rule: the first non-empty {...} if there is one, else the key. */
@@ -37,5 +37,13 @@ describe('classifyRedisError', () => {
     });
     expect(classifyRedisError(loading)).toBeInstanceOf(UnavailableError);
     expect(classifyRedisError(new Error('Connection is closed.'))).toBeInstanceOf(UnavailableError);
+  });
+});
+
+describe('metaPrefixFor', () => {
+  it('keeps the default prefix for an unnamed source and namespaces a named one', () => {
+    expect(metaPrefixFor()).toBe('cachesync:');
+    expect(metaPrefixFor('eu')).toBe('cachesync:eu:');
+    expect(versionKeyFor(metaPrefixFor('eu'), 'user:1')).toBe('cachesync:eu:v:{user:1}');
   });
 });
