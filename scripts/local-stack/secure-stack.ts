@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
@@ -243,41 +244,43 @@ export class SecureStack {
       ...asRoot,
     ]);
     const logFile = join(base, 'server.log');
-    const pid = spawnDaemon(
-      findBinary('mariadbd'),
-      [
-        '--no-defaults',
-        ...asRoot,
-        `--datadir=${data}`,
-        `--socket=${join(base, 'mysqld.sock')}`,
-        `--port=${this.ports.mariadb}`,
-        '--bind-address=127.0.0.1',
-        '--skip-name-resolve',
-        '--server-id=1',
-        `--log-bin=${join(data, 'binlog')}`,
-        '--binlog-format=ROW',
-        '--binlog-row-image=FULL',
-        '--binlog-row-metadata=FULL',
-        '--innodb-buffer-pool-size=64M',
-        '--innodb-log-file-size=32M',
-        `--ssl-ca=${this.certs.ca}`,
-        `--ssl-cert=${this.certs.serverCert}`,
-        `--ssl-key=${this.certs.serverKey}`,
-        `--log-error=${logFile}`,
-      ],
-      { logFile, pidFile: join(base, 'server.pid') },
-    );
     // Root over the socket first: it has no password yet and TCP will require TLS.
     const socket = { socketPath: join(base, 'mysqld.sock'), user: 'root', password: '' };
-    await waitFor(
-      'mariadbd (secure)',
-      async () => {
-        const conn = await mysql.createConnection({ ...socket, connectTimeout: 1000 });
-        await conn.end();
-        return true;
-      },
-      { timeoutMs: 60_000, pid, logFile },
-    );
+    await whilePortBusy(async () => {
+      const pid = spawnDaemon(
+        findBinary('mariadbd'),
+        [
+          '--no-defaults',
+          ...asRoot,
+          `--datadir=${data}`,
+          `--socket=${join(base, 'mysqld.sock')}`,
+          `--port=${this.ports.mariadb}`,
+          '--bind-address=127.0.0.1',
+          '--skip-name-resolve',
+          '--server-id=1',
+          `--log-bin=${join(data, 'binlog')}`,
+          '--binlog-format=ROW',
+          '--binlog-row-image=FULL',
+          '--binlog-row-metadata=FULL',
+          '--innodb-buffer-pool-size=64M',
+          '--innodb-log-file-size=32M',
+          `--ssl-ca=${this.certs.ca}`,
+          `--ssl-cert=${this.certs.serverCert}`,
+          `--ssl-key=${this.certs.serverKey}`,
+          `--log-error=${logFile}`,
+        ],
+        { logFile, pidFile: join(base, 'server.pid') },
+      );
+      await waitFor(
+        'mariadbd (secure)',
+        async () => {
+          const conn = await mysql.createConnection({ ...socket, connectTimeout: 1000 });
+          await conn.end();
+          return true;
+        },
+        { timeoutMs: 60_000, pid, logFile },
+      );
+    });
     const conn = await mysql.createConnection(socket);
     try {
       const { mysql: cdc, mysqlRoot: root } = this.users;
@@ -315,23 +318,25 @@ export class SecureStack {
       ].join('\n'),
     );
     const logFile = join(base, 'server.log');
-    const pid = spawnDaemon(findBinary('redis-server'), [conf], {
-      logFile,
-      pidFile: join(base, 'server.pid'),
+    await whilePortBusy(async () => {
+      const pid = spawnDaemon(findBinary('redis-server'), [conf], {
+        logFile,
+        pidFile: join(base, 'server.pid'),
+      });
+      await waitFor(
+        'redis-server (TLS)',
+        async () => {
+          const r = this.redisAdmin();
+          r.on('error', () => {});
+          try {
+            return (await r.ping()) === 'PONG';
+          } finally {
+            r.disconnect();
+          }
+        },
+        { timeoutMs: 20_000, pid, logFile },
+      );
     });
-    await waitFor(
-      'redis-server (TLS)',
-      async () => {
-        const r = this.redisAdmin();
-        r.on('error', () => {});
-        try {
-          return (await r.ping()) === 'PONG';
-        } finally {
-          r.disconnect();
-        }
-      },
-      { timeoutMs: 20_000, pid, logFile },
-    );
   }
 
   private async startKafka(): Promise<void> {
@@ -416,34 +421,53 @@ export class SecureStack {
       `SCRAM-SHA-512=[name=${user},password=${password}]`,
     ]);
     const logFile = join(base, 'server.log');
-    const pid = spawnDaemon(
-      java,
-      [
-        '-Xms128m',
-        '-Xmx512m',
-        '-XX:+UseG1GC',
-        '-Djava.awt.headless=true',
-        `-Dlog4j2.configurationFile=${log4j}`,
-        '-cp',
-        cp,
-        'kafka.Kafka',
-        props,
-      ],
-      { logFile, pidFile: join(base, 'server.pid') },
-    );
-    await waitFor(
-      'kafka (SASL_SSL)',
-      async () => {
-        const admin = this.kafkaAdmin().admin();
-        try {
-          await admin.connect();
-          return (await admin.describeCluster()).brokers.length > 0;
-        } finally {
-          await admin.disconnect();
-        }
-      },
-      { timeoutMs: 90_000, pid, logFile },
-    );
+    await whilePortBusy(async () => {
+      const pid = spawnDaemon(
+        java,
+        [
+          '-Xms128m',
+          '-Xmx512m',
+          '-XX:+UseG1GC',
+          '-Djava.awt.headless=true',
+          `-Dlog4j2.configurationFile=${log4j}`,
+          '-cp',
+          cp,
+          'kafka.Kafka',
+          props,
+        ],
+        { logFile, pidFile: join(base, 'server.pid') },
+      );
+      await waitFor(
+        'kafka (SASL_SSL)',
+        async () => {
+          const admin = this.kafkaAdmin().admin();
+          try {
+            await admin.connect();
+            return (await admin.describeCluster()).brokers.length > 0;
+          } finally {
+            await admin.disconnect();
+          }
+        },
+        { timeoutMs: 90_000, pid, logFile },
+      );
+    });
+  }
+}
+
+/**
+ * Runs a server start again while its port is busy: the ports sit in the kernel's ephemeral range,
+ * where another program's outgoing connection can hold one for a moment. The error of a start
+ * ends with the server's log, which names the cause.
+ */
+async function whilePortBusy(start: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      return;
+    } catch (err) {
+      if (attempt >= 10 || !/Address already in use/.test((err as Error).message)) throw err;
+      await sleep(500);
+    }
   }
 }
 
