@@ -99,11 +99,12 @@ describe('over TLS, SASL and a Redis ACL user', () => {
         operation,
         permissionType: AclPermissionTypes.ALLOW,
       }));
-    const { DESCRIBE, READ, WRITE, CREATE, DELETE } = AclOperationTypes;
+    const { DESCRIBE, DESCRIBE_CONFIGS, READ, WRITE, CREATE, DELETE } = AclOperationTypes;
     await admin.createAcls({
       acl: [
         ...allow(AclResourceTypes.TOPIC, `${name}.`, ResourcePatternTypes.PREFIXED, [
           DESCRIBE,
+          DESCRIBE_CONFIGS,
           READ,
           WRITE,
           CREATE,
