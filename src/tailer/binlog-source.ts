@@ -73,6 +73,12 @@ export class BinlogSource {
   /** Primary key columns by table id, from the table map events (binlog_row_metadata=FULL). */
   private readonly primaryKeys = new Map<number, string[]>();
   private txKey = '';
+  /** The XA transaction being read (between XA START and its prepare): its changes are held. */
+  private xa: { xid: string; items: SourceItem[] } | undefined;
+  /** The xid of the XA transaction whose XA COMMIT or XA ROLLBACK group is being read (MariaDB). */
+  private completingXa: string | undefined;
+  /** Prepared XA transactions, by xid, whose fate (XA COMMIT / XA ROLLBACK) is still to come. */
+  private readonly preparedXa = new Map<string, SourceItem[]>();
   private seq = 0;
   private paused = false;
   private stopped = false;
@@ -202,10 +208,47 @@ export class BinlogSource {
       case 'xid':
         this.emitCommit(event);
         return;
+      case 'mariadbgtid': {
+        // MariaDB marks the groups of XA transactions in their GTID event, with the xid.
+        const gtid = event as unknown as MariadbXaGtid;
+        this.completingXa = gtid.completedXa ? mariadbXid(gtid) : undefined;
+        if (gtid.preparedXa) this.xa = { xid: mariadbXid(gtid), items: [] };
+        return;
+      }
+      case 'xaprepare': {
+        // The end of an XA transaction's first phase: its rows wait for XA COMMIT or XA ROLLBACK.
+        const xa = this.xa;
+        this.xa = undefined;
+        if (!xa) return;
+        if ((event as unknown as { onePhase?: boolean }).onePhase) {
+          for (const item of xa.items) this.opts.onItem(item);
+          this.emitCommit(event);
+        } else {
+          this.preparedXa.set(xa.xid, xa.items);
+        }
+        return;
+      }
       case 'query': {
         const query = event as QueryEvent;
         const sql = query.query.trim();
-        if (/^(BEGIN|XA START|XA END|SAVEPOINT)/i.test(sql)) return;
+        const xa = /^XA\s+(START|BEGIN|COMMIT|ROLLBACK)\s+(.*?)(\s+ONE\s+PHASE)?\s*;?$/i.exec(sql);
+        if (xa?.[1] && xa[2] !== undefined) {
+          const verb = xa[1].toUpperCase();
+          const xid = this.completingXa ?? xa[2].trim();
+          if (verb === 'START' || verb === 'BEGIN') {
+            this.xa ??= { xid, items: [] };
+            return;
+          }
+          this.completingXa = undefined;
+          // A transaction prepared earlier ends: its rows reach Kafka only if it commits.
+          const items = this.preparedXa.get(xid) ?? (this.xa?.xid === xid ? this.xa.items : []);
+          this.preparedXa.delete(xid);
+          if (this.xa?.xid === xid) this.xa = undefined;
+          if (verb === 'COMMIT') for (const item of items) this.opts.onItem(item);
+          this.emitCommit(event);
+          return;
+        }
+        if (/^(BEGIN|XA END|SAVEPOINT)/i.test(sql)) return;
         this.emitTableDdl(query);
         // COMMIT of a non-transactional engine, or DDL (its own transaction): a boundary.
         this.emitCommit(event);
@@ -236,10 +279,7 @@ export class BinlogSource {
       const image = (before ?? after)!;
       const pk: Record<string, unknown> = {};
       for (const c of pkColumns) pk[c] = image[c] ?? null;
-      this.opts.onItem({
-        kind: 'change',
-        event: { op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt },
-      });
+      this.emitChange({ op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt });
     }
   }
 
@@ -255,19 +295,16 @@ export class BinlogSource {
       if (!this.opts.tables.has(qualified)) continue;
       const [db, table] = splitTable(qualified);
       const columnKinds = this.opts.columnKinds?.get(qualified);
-      this.opts.onItem({
-        kind: 'change',
-        event: {
-          op: 't',
-          db,
-          table,
-          pk: {},
-          before: null,
-          after: null,
-          source: this.source(event),
-          ts_ms: readAt,
-          ...(columnKinds ? { columnKinds } : {}),
-        },
+      this.emitChange({
+        op: 't',
+        db,
+        table,
+        pk: {},
+        before: null,
+        after: null,
+        source: this.source(event),
+        ts_ms: readAt,
+        ...(columnKinds ? { columnKinds } : {}),
       });
     }
   }
@@ -292,7 +329,17 @@ export class BinlogSource {
     };
   }
 
+  /** Hands a change on, or holds it while its XA transaction's fate is unknown. */
+  private emitChange(event: ChangeEvent): void {
+    const item: SourceItem = { kind: 'change', event };
+    if (this.xa) this.xa.items.push(item);
+    else this.opts.onItem(item);
+  }
+
   private emitCommit(event: BinlogEvent): void {
+    // While a prepared XA transaction is held in memory, no later point is safe to resume from:
+    // a restart must read its prepare again.
+    if (this.preparedXa.size > 0) return;
     const position = this.position();
     if (!position) return;
     this.opts.onItem({
@@ -303,6 +350,19 @@ export class BinlogSource {
       server: this.opts.server,
     });
   }
+}
+
+/** The fields of MariaDB's GTID event that mark XA transactions. */
+interface MariadbXaGtid {
+  preparedXa?: boolean;
+  completedXa?: boolean;
+  xidFormatId?: number;
+  xidGtrid?: Buffer;
+  xidBqual?: Buffer;
+}
+
+function mariadbXid(gtid: MariadbXaGtid): string {
+  return `${gtid.xidFormatId ?? 0}:${gtid.xidGtrid?.toString('hex') ?? ''}:${gtid.xidBqual?.toString('hex') ?? ''}`;
 }
 
 function startOptions(from: StartPosition | BinlogPosition): Record<string, unknown> {

@@ -134,6 +134,32 @@ describe('table-level changes and schema changes', () => {
     await sql.query(`CREATE TABLE ${db}_x.things (id INT PRIMARY KEY)`);
   });
 
+  it('XA ROLLBACK changes nothing in Redis; XA COMMIT applies the prepared changes', async () => {
+    const { sql, db, redis, p } = pipeline;
+    await sql.query(`INSERT INTO ${db}.tags VALUES (70, 'kept')`);
+    await eventually(
+      () => redis.get(`${p}tag:70`),
+      (v) => v === '{"id":70,"tag":"kept"}',
+    );
+    await sql.query(`XA START 'rb1'`);
+    await sql.query(`UPDATE ${db}.tags SET tag = 'rolled back' WHERE id = 70`);
+    await sql.query(`INSERT INTO ${db}.tags VALUES (71, 'rolled back')`);
+    await sql.query(`XA END 'rb1'`);
+    await sql.query(`XA PREPARE 'rb1'`);
+    await sql.query(`XA ROLLBACK 'rb1'`);
+    await sql.query(`XA START 'c1'`);
+    await sql.query(`INSERT INTO ${db}.tags VALUES (72, 'committed')`);
+    await sql.query(`XA END 'c1'`);
+    await sql.query(`XA PREPARE 'c1'`);
+    await sql.query(`XA COMMIT 'c1'`);
+    await eventually(
+      () => redis.get(`${p}tag:72`),
+      (v) => v === '{"id":72,"tag":"committed"}',
+    );
+    expect(await redis.get(`${p}tag:70`)).toBe('{"id":70,"tag":"kept"}');
+    expect(await redis.exists(`${p}tag:71`)).toBe(0);
+  });
+
   it('ALTER TABLE mid-stream (add, reorder, drop columns) keeps later refresh values right', async () => {
     const { sql, db, redis, p } = pipeline;
     await sql.query(`INSERT INTO ${db}.items VALUES (10, 'ten', 10.00)`);
