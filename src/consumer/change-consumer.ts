@@ -178,7 +178,10 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
    */
   get waitingOn(): WaitingOn | undefined {
     if (!this.redisConnected || !this.redisAnswers || this.outages > 0) return 'redis';
-    if (this.running && !this.closing && Date.now() - this.lastKafkaAnswerMs > this.stallMs) return 'kafka';
+    // While a batch is being applied the fetcher waits for it, so Kafka's silence then is ours.
+    const idle = this.inFlight === 0;
+    if (this.running && !this.closing && idle && Date.now() - this.lastKafkaAnswerMs > this.stallMs)
+      return 'kafka';
     return undefined;
   }
 
@@ -303,6 +306,7 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
     if (this.failure !== undefined || this.closing) return;
+    this.lastKafkaAnswerMs = Date.now();
     this.inFlight++;
     this.committer = payload;
     try {
@@ -314,6 +318,8 @@ export class ChangeConsumer extends EventEmitter<{ state: [ConsumerState] }> {
       this.failWith(err);
     } finally {
       this.inFlight--;
+      // The silence clock starts again once the fetcher can ask Kafka for more.
+      this.lastKafkaAnswerMs = Date.now();
     }
   }
 
