@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
+import { brokerArgs, formatStorage, singleNodeProperties, writeBrokerFiles } from './kafka-broker.js';
 import { findBinary, isAlive, portInUse, readPid, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const run = promisify(execFile);
@@ -270,86 +270,24 @@ export class LocalStack {
     const libs = await ensureKafkaJars(join(this.dir, '..', 'cache'), this.log);
     const base = this.serverDir('kafka');
     const data = join(base, 'data');
-    const props = join(base, 'server.properties');
     const { kafka, kafkaController } = this.ports;
-    writeFileSync(
-      props,
-      [
-        'process.roles=broker,controller',
-        'node.id=1',
-        `controller.quorum.voters=1@127.0.0.1:${kafkaController}`,
-        `listeners=PLAINTEXT://127.0.0.1:${kafka},CONTROLLER://127.0.0.1:${kafkaController}`,
-        `advertised.listeners=PLAINTEXT://127.0.0.1:${kafka}`,
-        'controller.listener.names=CONTROLLER',
-        'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
-        'inter.broker.listener.name=PLAINTEXT',
-        `log.dirs=${data}`,
-        'num.partitions=1',
-        'offsets.topic.replication.factor=1',
-        'offsets.topic.num.partitions=4',
-        'transaction.state.log.replication.factor=1',
-        'transaction.state.log.min.isr=1',
-        'transaction.state.log.num.partitions=4',
-        'group.initial.rebalance.delay.ms=0',
-        // Lets tests run consumers with a short session (fast recovery after a kill -9).
-        'group.min.session.timeout.ms=1000',
-        'share.coordinator.state.topic.replication.factor=1',
-        'share.coordinator.state.topic.min.isr=1',
-        '',
-      ].join('\n'),
-    );
-    const log4j = join(base, 'log4j2.yaml');
-    writeFileSync(
-      log4j,
-      [
-        'Configuration:',
-        '  Appenders:',
-        '    Console:',
-        '      name: STDOUT',
-        '      PatternLayout:',
-        '        pattern: "[%d] %p %m (%c)%n"',
-        '  Loggers:',
-        '    Root:',
-        '      level: WARN',
-        '      AppenderRef:',
-        '        - ref: STDOUT',
-        '',
-      ].join('\n'),
-    );
-    const cp = `${libs}/*`;
+    const files = writeBrokerFiles(base, libs, [
+      ...singleNodeProperties({ controllerPort: kafkaController, dataDir: data, internalPartitions: 4 }),
+      `listeners=PLAINTEXT://127.0.0.1:${kafka},CONTROLLER://127.0.0.1:${kafkaController}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${kafka}`,
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'inter.broker.listener.name=PLAINTEXT',
+      // Lets tests run consumers with a short session (fast recovery after a kill -9).
+      'group.min.session.timeout.ms=1000',
+    ]);
     if (!existsSync(join(data, 'meta.properties'))) {
       rmSync(data, { recursive: true, force: true });
-      // A cluster id is 16 random bytes in unpadded base64url; one starting with "-" would read as
-      // an option to the format tool.
-      let clusterId = randomBytes(16).toString('base64url');
-      while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
-      await run(java, [
-        `-Dlog4j2.configurationFile=${log4j}`,
-        '-cp',
-        cp,
-        'kafka.tools.StorageTool',
-        'format',
-        '-t',
-        clusterId,
-        '-c',
-        props,
-      ]);
+      await formatStorage(java, files);
     }
-    const pid = spawnDaemon(
-      java,
-      [
-        '-Xms256m',
-        '-Xmx768m',
-        '-XX:+UseG1GC',
-        '-Djava.awt.headless=true',
-        `-Dlog4j2.configurationFile=${log4j}`,
-        '-cp',
-        cp,
-        'kafka.Kafka',
-        props,
-      ],
-      { logFile: this.logFile('kafka'), pidFile: this.pidFile('kafka') },
-    );
+    const pid = spawnDaemon(java, brokerArgs(files, { min: '256m', max: '768m' }), {
+      logFile: this.logFile('kafka'),
+      pidFile: this.pidFile('kafka'),
+    });
     await waitFor(
       'kafka',
       async () => {

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
+import { brokerArgs, formatStorage, singleNodeProperties, writeBrokerFiles } from './kafka-broker.js';
 import { ensureKafkaJars } from './local-stack.js';
 import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
@@ -352,91 +353,29 @@ export class SecureStack {
       readFileSync(this.certs.serverKey, 'utf8') + readFileSync(this.certs.serverCert, 'utf8'),
     );
     const { kafka, kafkaController, kafkaInternal } = this.ports;
-    const props = join(base, 'server.properties');
-    writeFileSync(
-      props,
-      [
-        'process.roles=broker,controller',
-        'node.id=1',
-        `controller.quorum.voters=1@127.0.0.1:${kafkaController}`,
-        `listeners=SASL_SSL://127.0.0.1:${kafka},CONTROLLER://127.0.0.1:${kafkaController},INTERNAL://127.0.0.1:${kafkaInternal}`,
-        `advertised.listeners=SASL_SSL://127.0.0.1:${kafka},INTERNAL://127.0.0.1:${kafkaInternal}`,
-        'controller.listener.names=CONTROLLER',
-        'listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT',
-        'inter.broker.listener.name=INTERNAL',
-        'sasl.enabled.mechanisms=SCRAM-SHA-512',
-        'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
-        'ssl.keystore.type=PEM',
-        `ssl.keystore.location=${keystore}`,
-        // Only the cachesync user's ACLs let it do anything; the loopback listeners are the admin's.
-        'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer',
-        'super.users=User:ANONYMOUS',
-        'allow.everyone.if.no.acl.found=false',
-        `log.dirs=${data}`,
-        'num.partitions=1',
-        'offsets.topic.replication.factor=1',
-        'offsets.topic.num.partitions=2',
-        'transaction.state.log.replication.factor=1',
-        'transaction.state.log.min.isr=1',
-        'transaction.state.log.num.partitions=2',
-        'group.initial.rebalance.delay.ms=0',
-        'share.coordinator.state.topic.replication.factor=1',
-        'share.coordinator.state.topic.min.isr=1',
-        '',
-      ].join('\n'),
-    );
-    const log4j = join(base, 'log4j2.yaml');
-    writeFileSync(
-      log4j,
-      [
-        'Configuration:',
-        '  Appenders:',
-        '    Console:',
-        '      name: STDOUT',
-        '      PatternLayout:',
-        '        pattern: "[%d] %p %m (%c)%n"',
-        '  Loggers:',
-        '    Root:',
-        '      level: WARN',
-        '      AppenderRef:',
-        '        - ref: STDOUT',
-        '',
-      ].join('\n'),
-    );
-    const cp = `${libs}/*`;
-    let clusterId = randomBytes(16).toString('base64url');
-    while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
-    const { user, password } = this.users.kafka;
-    await run(java, [
-      `-Dlog4j2.configurationFile=${log4j}`,
-      '-cp',
-      cp,
-      'kafka.tools.StorageTool',
-      'format',
-      '-t',
-      clusterId,
-      '-c',
-      props,
-      '--add-scram',
-      `SCRAM-SHA-512=[name=${user},password=${password}]`,
+    const files = writeBrokerFiles(base, libs, [
+      ...singleNodeProperties({ controllerPort: kafkaController, dataDir: data, internalPartitions: 2 }),
+      `listeners=SASL_SSL://127.0.0.1:${kafka},CONTROLLER://127.0.0.1:${kafkaController},INTERNAL://127.0.0.1:${kafkaInternal}`,
+      `advertised.listeners=SASL_SSL://127.0.0.1:${kafka},INTERNAL://127.0.0.1:${kafkaInternal}`,
+      'listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT',
+      'inter.broker.listener.name=INTERNAL',
+      'sasl.enabled.mechanisms=SCRAM-SHA-512',
+      'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      'ssl.keystore.type=PEM',
+      `ssl.keystore.location=${keystore}`,
+      // Only the cachesync user's ACLs let it do anything; the loopback listeners are the admin's.
+      'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer',
+      'super.users=User:ANONYMOUS',
+      'allow.everyone.if.no.acl.found=false',
     ]);
+    const { user, password } = this.users.kafka;
+    await formatStorage(java, files, ['--add-scram', `SCRAM-SHA-512=[name=${user},password=${password}]`]);
     const logFile = join(base, 'server.log');
     await whilePortBusy(async () => {
-      const pid = spawnDaemon(
-        java,
-        [
-          '-Xms128m',
-          '-Xmx512m',
-          '-XX:+UseG1GC',
-          '-Djava.awt.headless=true',
-          `-Dlog4j2.configurationFile=${log4j}`,
-          '-cp',
-          cp,
-          'kafka.Kafka',
-          props,
-        ],
-        { logFile, pidFile: join(base, 'server.pid') },
-      );
+      const pid = spawnDaemon(java, brokerArgs(files, { min: '128m', max: '512m' }), {
+        logFile,
+        pidFile: join(base, 'server.pid'),
+      });
       await waitFor(
         'kafka (SASL_SSL)',
         async () => {
