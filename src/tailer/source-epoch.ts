@@ -1,5 +1,6 @@
 import { CachesyncError } from '../core/errors.js';
 import { binlogFileIndex } from '../core/version.js';
+import type { StartPosition } from '../config/types.js';
 import type { BinlogPosition } from './binlog-source.js';
 import type { Checkpoint } from './checkpoint-store.js';
 
@@ -74,6 +75,20 @@ export function planResume(
     }
   }
   return { epoch, from: resumeFrom };
+}
+
+/**
+ * `source.start: beginning` is the oldest binlog file the server still has. An empty GTID position
+ * would ask for the server's whole GTID history, which a server that purged binlogs no longer
+ * holds (MariaDB refuses it as purged).
+ */
+export function resolveStart(
+  from: BinlogPosition | StartPosition,
+  server: ServerState,
+): BinlogPosition | StartPosition {
+  const oldest = server.binlogs[0];
+  if ('kind' in from && from.kind === 'beginning' && oldest) return { file: oldest.name, pos: 4 };
+  return from;
 }
 
 /** Why the server's binlog is behind a position read from it before, or undefined if it is not. */

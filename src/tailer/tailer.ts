@@ -18,7 +18,13 @@ import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
 import { readColumnKinds, readServerState } from './source-checks.js';
 import { sourceConnectionOptions } from './source-connection.js';
-import { binlogWentBackwards, nextEpoch, planResume, type ServerState } from './source-epoch.js';
+import {
+  binlogWentBackwards,
+  nextEpoch,
+  planResume,
+  resolveStart,
+  type ServerState,
+} from './source-epoch.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 
 export type TailerState =
@@ -413,11 +419,13 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     if (this.resumeEpoch === undefined) {
       return {
         epoch: nextEpoch(undefined, now),
-        from: this.resumeFrom,
+        from: resolveStart(this.resumeFrom, server),
         newEpoch: 'first start, no checkpoint',
       };
     }
-    if (!('file' in this.resumeFrom)) return { epoch: this.resumeEpoch, from: this.resumeFrom };
+    if (!('file' in this.resumeFrom)) {
+      return { epoch: this.resumeEpoch, from: resolveStart(this.resumeFrom, server) };
+    }
     return planResume({ epoch: this.resumeEpoch, server: this.resumeServer }, this.resumeFrom, server, now);
   }
 

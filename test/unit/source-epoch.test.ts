@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseCheckpoint } from '../../src/tailer/checkpoint-store.js';
-import { nextEpoch, planResume, type ServerState } from '../../src/tailer/source-epoch.js';
+import { nextEpoch, planResume, resolveStart, type ServerState } from '../../src/tailer/source-epoch.js';
 
 const NOW = 1_790_000_000_000;
 const primary: ServerState = {
@@ -85,5 +85,31 @@ describe('parseCheckpoint', () => {
   ])('refuses %s, saying how to recover', (text, problem) => {
     expect(() => parseCheckpoint(text, 'cs.checkpoint')).toThrow(problem);
     expect(() => parseCheckpoint(text, 'cs.checkpoint')).toThrow('cachesync new-epoch');
+  });
+});
+
+describe('resolveStart', () => {
+  const server = {
+    identity: 'mariadb:1',
+    binlogs: [
+      { name: 'binlog.000007', size: 900 },
+      { name: 'binlog.000008', size: 300 },
+    ],
+  };
+
+  it('reads "beginning" from the oldest binlog file the server still has', () => {
+    expect(resolveStart({ kind: 'beginning' }, server)).toEqual({ file: 'binlog.000007', pos: 4 });
+  });
+
+  it('leaves every other start as it is', () => {
+    expect(resolveStart({ kind: 'end' }, server)).toEqual({ kind: 'end' });
+    expect(resolveStart({ kind: 'gtid', gtidSet: '0-1-5' }, server)).toEqual({
+      kind: 'gtid',
+      gtidSet: '0-1-5',
+    });
+    expect(resolveStart({ file: 'binlog.000008', pos: 120 }, server)).toEqual({
+      file: 'binlog.000008',
+      pos: 120,
+    });
   });
 });
