@@ -15,6 +15,7 @@ import {
   ready,
   stopChild,
   Writer,
+  WRITER_TABLE,
 } from '../support/pipeline.js';
 import { testStack } from '../support/test-env.js';
 
@@ -425,14 +426,7 @@ describe.runIf(local.includes('redis'))('Redis stopped for 30 s under a write lo
   let pipeline: Pipeline;
 
   beforeAll(async () => {
-    pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
-    });
+    pipeline = await Pipeline.create(WRITER_TABLE);
   });
 
   afterAll(async () => {

@@ -13,7 +13,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { Runtime } from '../../src/runtime.js';
 import type { ServerName } from '../../scripts/local-stack/local-stack.js';
-import { eventually, Pipeline, readTopic, ready, Writer } from '../support/pipeline.js';
+import { eventually, Pipeline, readTopic, ready, Writer, WRITER_TABLE } from '../support/pipeline.js';
 import { TEST_BASE_PORT, testStack } from '../support/test-env.js';
 
 const local = inject('localServers');
@@ -53,14 +53,7 @@ describe('a frozen server (SIGSTOP: connections open, no answers) under load', (
   let frozen: ServerName | undefined;
 
   beforeAll(async () => {
-    pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
-    });
+    pipeline = await Pipeline.create(WRITER_TABLE);
     pipeline.redis.on('error', () => undefined);
   });
 
@@ -130,12 +123,7 @@ describe('poison on the change topic', () => {
 
   beforeAll(async () => {
     pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
+      ...WRITER_TABLE,
       extraYaml: 'consumer:\n  maxAttempts: 2\n  retryInitial: 20ms\n  retryMax: 100ms',
     });
   });
@@ -252,12 +240,7 @@ describe("Redis' own refusals and cachesync's own bugs", () => {
     );
     probe.disconnect();
     pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
+      ...WRITER_TABLE,
       redisYaml: `  url: redis://127.0.0.1:${port}`,
       extraYaml: 'consumer:\n  maxAttempts: 2\n  retryInitial: 20ms\n  retryMax: 200ms',
     });

@@ -2,7 +2,15 @@ import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Role } from '../../src/runtime.js';
-import { eventually, freePort, Pipeline, stopChild, Writer, type Committed } from '../support/pipeline.js';
+import {
+  eventually,
+  freePort,
+  Pipeline,
+  stopChild,
+  Writer,
+  type Committed,
+  WRITER_TABLE,
+} from '../support/pipeline.js';
 
 /** The newest committed seq of each row among `writes`. */
 function newest(writes: Committed[]): Map<number, number> {
@@ -63,12 +71,7 @@ describe('recovery after a kill -9 under load', () => {
 
   beforeAll(async () => {
     pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
+      ...WRITER_TABLE,
       // As low as the test broker allows (group.min.session.timeout.ms=1000): a dead member's
       // partitions move after this long.
       extraYaml:

@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { Runtime, type Role } from '../../src/runtime.js';
 import type { ServerName } from '../../scripts/local-stack/local-stack.js';
-import { eventually, freePort, Pipeline, ready, stopChild } from '../support/pipeline.js';
+import { eventually, freePort, Pipeline, ready, stopChild, WRITER_TABLE } from '../support/pipeline.js';
 import { testStack } from '../support/test-env.js';
 
 const local = inject('localServers');
@@ -17,14 +17,7 @@ describe('start-up rides out transient faults', () => {
   const rounds = Array.from({ length: 20 }, (_, i) => i);
 
   beforeAll(async () => {
-    pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
-    });
+    pipeline = await Pipeline.create(WRITER_TABLE);
     pipeline.redis.on('error', () => undefined);
   });
 
@@ -85,14 +78,7 @@ describe('cachesync started before its servers', () => {
   let down: ServerName | undefined;
 
   beforeAll(async () => {
-    pipeline = await Pipeline.create({
-      tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
-      mappings: `
-  - table: {db}.t
-    keys:
-      - key: "{p}t:{id}"
-        action: refresh`,
-    });
+    pipeline = await Pipeline.create(WRITER_TABLE);
     pipeline.redis.on('error', () => undefined);
     // A first run stores the checkpoint: later starts resume from it, so nothing written while
     // cachesync waits for a server is lost.

@@ -268,6 +268,16 @@ export async function appliedCount(runtime: Runtime, table: string): Promise<num
   return metric.values.filter((v) => v.labels.table === table).reduce((sum, v) => sum + v.value, 0);
 }
 
+/** The table a {@link Writer} writes, `{db}.t (id, seq)`, mapped to one refresh key `{p}t:{id}`. */
+export const WRITER_TABLE: PipelineOptions = {
+  tables: [`CREATE TABLE {db}.t (id INT PRIMARY KEY, seq INT)`],
+  mappings: `
+  - table: {db}.t
+    keys:
+      - key: "{p}t:{id}"
+        action: refresh`,
+};
+
 /** A committed write, as the writer saw it: row id and the value of its `seq` column. */
 export interface Committed {
   id: number;
