@@ -1,23 +1,33 @@
+import type { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cluster, Redis } from 'ioredis';
 import type { CompiledConfig, CompiledKey, CompiledMapping } from '../config/types.js';
-import { compareKey, driftKind } from '../core/cache-compare.js';
+import { compareKey, driftKind, type DriftKind } from '../core/cache-compare.js';
 import type { CacheOp } from '../core/cache-plan.js';
 import { refreshOp } from '../core/cache-plan.js';
 import type { ChangeEvent } from '../core/change-event.js';
 import type { Row } from '../core/key-template.js';
 import { compareVersions, versionBefore, versionEpoch } from '../core/version.js';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
 import { NoSnapshotPositionError, TableReader } from '../tailer/table-reader.js';
 import { KeyInspector } from './key-inspector.js';
 import type { OpOutcome } from './redis-applier.js';
 import { metaPrefixFor } from '../core/version-guard.js';
 
+/** What the audit reports (the metrics module turns it into series). */
+export interface AuditEvents {
+  /**
+   * Due samples of one table compared with their rows: `checked` were counted (found consistent, or
+   * still different after their last check), `inconsistent` of them differed, by kind. Sent only
+   * when some were counted.
+   */
+  audited: [{ table: string; checked: number; inconsistent: { kind: DriftKind; count: number }[] }];
+}
+
 export interface AuditorOptions {
   config: Pick<CompiledConfig, 'source' | 'mappings' | 'audit'>;
   redis: Redis | Cluster;
-  metrics: Metrics;
+  events: Pick<EventEmitter<AuditEvents>, 'emit'>;
   logger: Logger;
   random?: () => number;
   /** Samples waiting for their check; past it new samples are dropped. Default 1000. */
@@ -149,13 +159,14 @@ export class Auditor {
       if (op) checked.push({ sample, op });
     }
     const inspected = await this.inspector.inspectAll(checked.map((c) => c.op.key));
-    const { metrics } = this.opts;
+    let counted = 0;
+    const inconsistent = new Map<DriftKind, number>();
     checked.forEach(({ sample, op }, i) => {
       const { state, version } = inspected[i]!;
       const difference = compareKey(op, state);
       const expires = sample.key.ttlMs !== undefined || sample.key.delayedRedeleteMs !== undefined;
       if (!difference || (difference === 'missing' && expires)) {
-        metrics.auditChecked.inc({ table });
+        counted++;
         return;
       }
       const newer = version !== null && compareVersions(version, op.version) >= 0;
@@ -166,10 +177,18 @@ export class Auditor {
         return;
       }
       if (newer) return;
-      metrics.auditChecked.inc({ table });
-      metrics.auditInconsistent.inc({ table, kind: driftKind(difference) });
+      counted++;
+      const kind = driftKind(difference);
+      inconsistent.set(kind, (inconsistent.get(kind) ?? 0) + 1);
       this.log.warn({ table, key: op.key, difference }, 'audit: the key differs from its row');
     });
+    if (counted > 0) {
+      this.opts.events.emit('audited', {
+        table,
+        checked: counted,
+        inconsistent: [...inconsistent].map(([kind, count]) => ({ kind, count })),
+      });
+    }
   }
 
   /** One reader per table, opened on first use; on a server that cannot say where a read stands, none. */

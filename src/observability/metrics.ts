@@ -1,4 +1,6 @@
+import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ConsumerEvents } from '../consumer/change-consumer.js';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -145,4 +147,79 @@ export class Metrics {
   private histogram<L extends string>(name: string, help: string, labelNames: L[], buckets: number[]) {
     return new Histogram<L>({ name, help, labelNames, buckets, registers: [this.registry] });
   }
+}
+
+/**
+ * Turns a consumer's events into its series. Each event updates them once (a round's counts, a
+ * retry round), and a metric never throws into the loop that emitted the event: a sample it cannot
+ * take is lost, nothing more.
+ */
+export function observeConsumer(consumer: Pick<EventEmitter<ConsumerEvents>, 'on'>, metrics: Metrics): void {
+  // Lag is reported for the partitions this member holds now, not for those a rebalance took away.
+  consumer.on(
+    'joined',
+    safely(() => metrics.consumerLag.reset()),
+  );
+  consumer.on(
+    'lag',
+    safely(({ partition, messages }) => metrics.consumerLag.set({ partition: String(partition) }, messages)),
+  );
+  consumer.on(
+    'applied',
+    safely((round) => {
+      for (const { table, op, count } of round.changes) metrics.changesApplied.inc({ table, op }, count);
+      for (const { kind, result, count } of round.operations) metrics.cacheOps.inc({ kind, result }, count);
+      for (const { table, count } of round.stale) metrics.staleSkipped.inc({ table }, count);
+      for (const seconds of round.latencies) metrics.endToEnd.observe(seconds);
+    }),
+  );
+  consumer.on(
+    'skipped',
+    safely(({ reason, count }) => metrics.changesSkipped.inc({ reason }, count)),
+  );
+  consumer.on(
+    'retrying',
+    safely(({ reason, count }) => metrics.retries.inc({ stage: 'apply', reason }, count)),
+  );
+  consumer.on(
+    'redeletesFull',
+    safely(() => metrics.retries.inc({ stage: 'apply', reason: 'redeletes_full' })),
+  );
+  consumer.on(
+    'deadLettered',
+    safely(({ letters }) => {
+      for (const { table, errorClass, count } of letters)
+        metrics.dlqMessages.inc({ table, error_class: errorClass }, count);
+    }),
+  );
+  consumer.on(
+    'redeletesRun',
+    safely((count) => metrics.redeletesRun.inc(count)),
+  );
+  consumer.on(
+    'redeletesPending',
+    safely((count) => metrics.redeletesPending.set(count)),
+  );
+  consumer.on(
+    'paused',
+    safely((paused) => metrics.consumerPaused.set(paused ? 1 : 0)),
+  );
+  consumer.on(
+    'audited',
+    safely(({ table, checked, inconsistent }) => {
+      metrics.auditChecked.inc({ table }, checked);
+      for (const { kind, count } of inconsistent) metrics.auditInconsistent.inc({ table, kind }, count);
+    }),
+  );
+}
+
+/** A listener that swallows what its update throws: metrics are best effort, the loop goes on. */
+function safely<A extends unknown[]>(update: (...args: A) => void): (...args: A) => void {
+  return (...args) => {
+    try {
+      update(...args);
+    } catch {
+      // The sample is lost.
+    }
+  };
 }
