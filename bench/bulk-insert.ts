@@ -2,106 +2,12 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type mysql from 'mysql2/promise';
-import type { Metrics } from '../src/observability/metrics.js';
-import { counterSum, histogramDelta, snapshotHistogram } from './stats.js';
 
-export interface BulkInsertOptions {
-  /** A connection to the database holding the bench table. */
-  sql: mysql.Connection;
-  redis: Redis;
-  /** The runtime's metrics: how the bench learns what was read and applied. */
-  metrics: Metrics;
-  /** `db.table`, empty; its rows get ids 1..rows. */
-  table: string;
-  /** The mapping renders a row's key as this prefix followed by its id. */
-  keyPrefix: string;
-  rows: number;
-  /** Rows per INSERT statement; each statement is its own transaction. */
-  rowsPerStatement: number;
-  /** Give up when nothing more is applied for this long after the last commit. Default 60 s. */
-  stallMs?: number;
-  /** Random keys whose values are checked against their rows. Default 1000. */
-  sampleSize?: number;
-  progress: (msg: string) => void;
-}
+/** The columns of every bench table; rows get ids 1..rows (0 is the warm-up row). */
+export const TABLE_COLUMNS =
+  '(id BIGINT PRIMARY KEY, name VARCHAR(64), price DECIMAL(12,2), updated_at DATETIME(6))';
 
-export interface BulkInsertResult {
-  rows: number;
-  rowsPerStatement: number;
-  statements: number;
-  /** First INSERT until the last COMMIT returned. */
-  dbSeconds: number;
-  dbRowsPerSecond: number;
-  /** First INSERT until the tailer had read every row from the binlog. */
-  binlogReadSeconds: number;
-  /** First INSERT until every row's change was applied to Redis. */
-  endToEndSeconds: number;
-  endToEndRowsPerSecond: number;
-  /** Produce requests the tailer sent meanwhile, and messages per request. */
-  publishRequests: number;
-  meanMessagesPerRequest: number;
-  verify: {
-    /** Keys read back, and how many held the JSON of their row. */
-    sampled: number;
-    sampleMatching: number;
-    /** Keys matching the template found by a full SCAN. */
-    keysInRedis: number;
-    ok: boolean;
-  };
-}
-
-const POLL_MS = 5;
-const PROGRESS_EVERY_MS = 5000;
-
-/**
- * Workload A: inserts `rows` rows in multi-row INSERTs and measures how long the pipeline takes to
- * put every row's key in Redis, next to how long the database took to take the rows.
- */
-export async function runBulkInsert(opts: BulkInsertOptions): Promise<BulkInsertResult> {
-  const { metrics, rows, rowsPerStatement } = opts;
-  const series = { table: opts.table, op: 'c' };
-  const base = {
-    read: await counterSum(metrics.rowsRead, series),
-    applied: await counterSum(metrics.changesApplied, series),
-    publish: await snapshotHistogram(metrics.publishBatchSize),
-  };
-  const state: WatchState = { insertsDoneAt: undefined, aborted: false };
-
-  const started = performance.now();
-  const watched = watch(opts, base, started, state);
-  // Its rejection is awaited below; until then it must not count as unhandled.
-  watched.catch(() => undefined);
-  let statements: number;
-  try {
-    ({ statements } = await insertRows(opts.sql, opts.table, rows, rowsPerStatement));
-  } catch (err) {
-    state.aborted = true;
-    throw err;
-  }
-  state.insertsDoneAt = performance.now();
-  const dbSeconds = (state.insertsDoneAt - started) / 1000;
-  opts.progress(`inserted ${rows} rows in ${dbSeconds.toFixed(2)} s; waiting for Redis`);
-  const { readAt, appliedAt } = await watched;
-
-  const publish = histogramDelta(await snapshotHistogram(metrics.publishBatchSize), base.publish);
-  const endToEndSeconds = (appliedAt - started) / 1000;
-  const verify = await verifyKeys(opts);
-  return {
-    rows,
-    rowsPerStatement,
-    statements,
-    dbSeconds,
-    dbRowsPerSecond: rows / dbSeconds,
-    binlogReadSeconds: (readAt - started) / 1000,
-    endToEndSeconds,
-    endToEndRowsPerSecond: rows / endToEndSeconds,
-    publishRequests: publish.count,
-    meanMessagesPerRequest: publish.count > 0 ? publish.sum / publish.count : 0,
-    verify,
-  };
-}
-
-/** The values a row gets, so that its cached JSON can be checked. */
+/** The values a row gets, so that its cached value can be checked. */
 export function rowValues(id: number): { name: string; price: string } {
   return { name: `item-${id}`, price: `${Math.floor(id / 100)}.${String(id % 100).padStart(2, '0')}` };
 }
@@ -133,86 +39,174 @@ export async function insertRows(
   return { statements, seconds: (performance.now() - started) / 1000 };
 }
 
+/** A count that the pipeline drives up, read by polling: messages on the topic, changes applied. */
+export interface Progress {
+  /** What the count is, for progress and errors: "on the topic", "applied". */
+  what: string;
+  /** The count now, as an absolute figure (the watch subtracts its value at the start). */
+  read: () => Promise<number>;
+  pollMs: number;
+}
+
+export interface InsertAndWaitResult {
+  statements: number;
+  /** First INSERT until the last COMMIT returned. */
+  insertSeconds: number;
+  /** First INSERT until the count had grown by `rows`. */
+  seconds: number;
+}
+
+const PROGRESS_EVERY_MS = 5000;
+
+/**
+ * Inserts `rows` rows (see insertRows) and, meanwhile, polls `progress` until it has grown by
+ * `rows`. Fails when it stops growing for `stallMs` after the last commit.
+ */
+export async function insertAndWait(opts: {
+  sql: mysql.Connection;
+  table: string;
+  rows: number;
+  rowsPerStatement: number;
+  progress: Progress;
+  /** The count before the first INSERT. */
+  base: number;
+  /** Default 60 s. */
+  stallMs?: number;
+  log: (msg: string) => void;
+}): Promise<InsertAndWaitResult> {
+  const state: WatchState = { insertsDoneAt: undefined, aborted: false };
+  const started = performance.now();
+  const watched = watch(opts, started, state);
+  // Its rejection is awaited below; until then it must not count as unhandled.
+  watched.catch(() => undefined);
+  let statements: number;
+  try {
+    ({ statements } = await insertRows(opts.sql, opts.table, opts.rows, opts.rowsPerStatement));
+  } catch (err) {
+    state.aborted = true;
+    throw err;
+  }
+  state.insertsDoneAt = performance.now();
+  const insertSeconds = (state.insertsDoneAt - started) / 1000;
+  opts.log(
+    `inserted ${opts.rows} rows in ${insertSeconds.toFixed(2)} s; waiting for every row ${opts.progress.what}`,
+  );
+  const doneAt = await watched;
+  return { statements, insertSeconds, seconds: (doneAt - started) / 1000 };
+}
+
 interface WatchState {
   insertsDoneAt: number | undefined;
   aborted: boolean;
 }
 
-/** Polls the runtime's counters until every row is applied; notes when the last row was read. */
 async function watch(
-  opts: BulkInsertOptions,
-  base: { read: number; applied: number },
+  opts: Parameters<typeof insertAndWait>[0],
   started: number,
   state: WatchState,
-): Promise<{ readAt: number; appliedAt: number }> {
-  const series = { table: opts.table, op: 'c' };
+): Promise<number> {
   const stallMs = opts.stallMs ?? 60_000;
-  let readAt: number | undefined;
-  let applied = 0;
+  let count = 0;
   let progressAt = started;
   let lastReport = started;
   while (!state.aborted) {
+    const counted = (await opts.progress.read()) - opts.base;
+    // The count held at some moment during the request: the reply's arrival is an upper bound.
     const now = performance.now();
-    const read = (await counterSum(opts.metrics.rowsRead, series)) - base.read;
-    const appliedNow = (await counterSum(opts.metrics.changesApplied, series)) - base.applied;
-    if (readAt === undefined && read >= opts.rows) readAt = now;
-    if (appliedNow >= opts.rows) return { readAt: readAt ?? now, appliedAt: now };
-    if (appliedNow !== applied) {
-      applied = appliedNow;
+    if (counted >= opts.rows) return now;
+    if (counted > count) {
+      count = counted;
       progressAt = now;
     }
     if (now - lastReport >= PROGRESS_EVERY_MS) {
       lastReport = now;
-      opts.progress(
-        `${((now - started) / 1000).toFixed(0)} s: read ${read}, applied ${applied} of ${opts.rows}`,
-      );
+      opts.log(`${((now - started) / 1000).toFixed(0)} s: ${count} of ${opts.rows} ${opts.progress.what}`);
     }
     const quietSince = Math.max(progressAt, state.insertsDoneAt ?? now);
     if (state.insertsDoneAt !== undefined && now - quietSince > stallMs) {
       throw new Error(
-        `the pipeline stalled: ${applied} of ${opts.rows} rows applied (${read} read from the binlog) ` +
-          `and nothing more for ${stallMs / 1000} s`,
+        `the pipeline stalled: ${count} of ${opts.rows} rows ${opts.progress.what} and nothing more for ${stallMs / 1000} s`,
       );
     }
-    await sleep(POLL_MS);
+    await sleep(opts.progress.pollMs);
   }
   throw new Error('the inserts failed');
 }
 
-/** Reads back a sample of keys and counts every key of the template with a full SCAN. */
-async function verifyKeys(opts: BulkInsertOptions): Promise<BulkInsertResult['verify']> {
-  const ids = new Set([1, opts.rows]);
-  const want = Math.min(opts.rows, opts.sampleSize ?? 1000);
-  while (ids.size < want) ids.add(1 + Math.floor(Math.random() * opts.rows));
-  const sample = [...ids];
-  const values = await opts.redis.mget(sample.map((id) => `${opts.keyPrefix}${id}`));
-  let sampleMatching = 0;
-  values.forEach((value, i) => {
-    if (value !== null && holdsRow(value, sample[i]!)) sampleMatching++;
-  });
+/** What a check of one key template found in Redis. */
+export interface KeyCheck {
+  /** The key template's literal prefix; the id follows it. */
+  prefix: string;
+  format: 'json' | 'hash' | 'deleted';
+  /** Keys with the prefix a full SCAN should find: one per row, none for an invalidate key. */
+  expected: number;
+  keysInRedis: number;
+  /** Keys read back, and how many held their row's value. */
+  sampled: number;
+  sampleMatching: number;
+  ok: boolean;
+}
 
-  const pattern = `${opts.keyPrefix}*`;
+/**
+ * Counts every key with the prefix by a full SCAN and reads back a sample of rows' keys (the first
+ * and last row among them), which must hold their row's values.
+ */
+export async function checkKeys(
+  redis: Redis,
+  opts: { prefix: string; format: KeyCheck['format']; rows: number; sampleSize?: number },
+): Promise<KeyCheck> {
+  const expected = opts.format === 'deleted' ? 0 : opts.rows;
+  let sampled = 0;
+  let sampleMatching = 0;
+  if (opts.format !== 'deleted') {
+    const ids = new Set([1, opts.rows]);
+    const want = Math.min(opts.rows, opts.sampleSize ?? 1000);
+    while (ids.size < want) ids.add(1 + Math.floor(Math.random() * opts.rows));
+    const sample = [...ids];
+    sampled = sample.length;
+    if (opts.format === 'json') {
+      const values = await redis.mget(sample.map((id) => `${opts.prefix}${id}`));
+      values.forEach((value, i) => {
+        if (value !== null && holdsRow(parseJson(value), sample[i]!)) sampleMatching++;
+      });
+    } else {
+      const pipeline = redis.pipeline();
+      for (const id of sample) pipeline.hgetall(`${opts.prefix}${id}`);
+      const replies = (await pipeline.exec()) ?? [];
+      replies.forEach(([err, value], i) => {
+        if (!err && holdsRow(value as Record<string, unknown>, sample[i]!)) sampleMatching++;
+      });
+    }
+  }
+
   let keysInRedis = 0;
   let cursor = '0';
   do {
-    const [next, keys] = await opts.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${opts.prefix}*`, 'COUNT', 5000);
     keysInRedis += keys.length;
     cursor = next;
   } while (cursor !== '0');
   return {
-    sampled: sample.length,
-    sampleMatching,
+    prefix: opts.prefix,
+    format: opts.format,
+    expected,
     keysInRedis,
-    ok: sampleMatching === sample.length && keysInRedis === opts.rows,
+    sampled,
+    sampleMatching,
+    ok: sampleMatching === sampled && keysInRedis === expected,
   };
 }
 
-function holdsRow(json: string, id: number): boolean {
+function parseJson(json: string): Record<string, unknown> | undefined {
   try {
-    const value = JSON.parse(json) as Record<string, unknown>;
-    const expected = rowValues(id);
-    return String(value.id) === String(id) && value.name === expected.name && value.price === expected.price;
+    return JSON.parse(json) as Record<string, unknown>;
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+function holdsRow(value: Record<string, unknown> | undefined, id: number): boolean {
+  if (!value) return false;
+  const expected = rowValues(id);
+  return String(value.id) === String(id) && value.name === expected.name && value.price === expected.price;
 }

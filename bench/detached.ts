@@ -6,9 +6,9 @@ import { constants } from 'node:os';
  * SIGTERM this process gets, and resolves with its exit code.
  *
  * Why: under `tsx`, a process whose event loop does not acknowledge a signal within about 60 ms is
- * killed with SIGKILL, and a benchmark running the pipeline in-process is often that busy, so
- * Ctrl-C would leave its servers running. The detached child hears signals only from here (an
- * idle process that always acknowledges them in time) and so always gets to clean up.
+ * killed with SIGKILL, and the bench driver, inserting and polling, can be that busy, so Ctrl-C
+ * would leave its servers and cachesync processes running. The detached child hears signals only
+ * from here (an idle process that always acknowledges them in time) and so always gets to clean up.
  */
 export function runDetached(entry: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), entry, ...args], {

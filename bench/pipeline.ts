@@ -1,69 +1,67 @@
 /**
- * Pipeline benchmark: starts its own MariaDB, Redis and Kafka (LocalStack), runs cachesync
- * in-process with role `all`, and prints figures for a bulk insert (throughput) and a steady
- * stream of single-row updates (commit-to-Redis latency). Not a test: it measures, it does not
- * judge, except that it exits 1 when a row never reached Redis.
+ * Pipeline benchmark: starts its own MariaDB, Redis and Kafka (LocalStack), builds cachesync and
+ * runs it as `node dist/cli.js run` in processes of its own, one per scenario and run, while this
+ * process drives the workload and measures: MariaDB alone, the tailer alone (binlog -> Kafka), both
+ * roles (binlog -> Redis) with a plain and a richer mapping, and commit -> Redis latency. Not a
+ * test: it measures, it does not judge, except that it exits 1 when a row never arrived.
  *
- *   npm run bench -- [--rows N] [--rate R] [--seconds D] [--json] [--keep-stack]
+ *   npm run bench -- [--rows N] [--runs N] [--only a,b] [--rate R] [--seconds D] [--json] [--keep-stack]
  *
- * The measuring runs in a child process of its own process group (see detached.ts), so that
- * Ctrl-C always gets to stop the servers.
+ * The driver runs in a child process of its own process group (see detached.ts), so that Ctrl-C
+ * always gets to stop cachesync and the servers.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
-import {
-  LocalStack,
-  REPO_ROOT,
-  stackConfigSections,
-  type StackEndpoints,
-} from '../scripts/local-stack/local-stack.js';
+import { LocalStack, REPO_ROOT } from '../scripts/local-stack/local-stack.js';
 import { loadConfig } from '../src/config/load.js';
-import type { CompiledConfig } from '../src/config/types.js';
-import { createLogger, silentLogger, type Logger } from '../src/observability/logger.js';
-import { Metrics } from '../src/observability/metrics.js';
-import { Runtime } from '../src/runtime.js';
-import { insertRows, runBulkInsert } from './bulk-insert.js';
+import { CLI_ENTRY } from './cachesync-process.js';
+import { Cleanup } from './cleanup.js';
 import { runDetached } from './detached.js';
-import { formatText, type BenchReport } from './report.js';
-import { ProcessSampler } from './process-sampler.js';
-import { counterSum } from './stats.js';
-import { runSteadyUpdates } from './steady-updates.js';
+import { formatText, summarize, type BenchReport } from './report.js';
+import {
+  DB,
+  ROWS_PER_STATEMENT,
+  SCENARIOS,
+  configYaml,
+  runScenario,
+  type BenchContext,
+  type ScenarioName,
+} from './scenarios.js';
 
 const USAGE = `usage: npm run bench -- [options]
 
-  --rows N        rows of the bulk insert (workload A), default 100000
-  --rate R        updates per second of workload B, default 200
-  --seconds D     duration of workload B, default 20
+  --rows N        rows inserted per scenario, in 1000-row INSERTs, default 200000
+  --runs N        times each scenario runs; the median and the range are printed, default 3
+  --only LIST     scenarios to run, comma-separated, of: ${SCENARIOS.join(', ')}
+                  (default all; rich brings mariadb along for its ratio)
+  --rate R        updates per second of the latency scenario, default 200
+  --seconds D     duration of the latency scenario's updates, default 20
   --json          print the figures as JSON instead of a table
   --keep-stack    leave MariaDB, Redis and Kafka running afterwards
   -h, --help      this text
 
-Environment: CACHESYNC_BENCH_BASE_PORT (default 34500; MariaDB on it, Redis +1, Kafka +2 and +3),
-CACHESYNC_BENCH_LOG=<level> to see the runtime's log on stderr.`;
+Environment: CACHESYNC_BENCH_BASE_PORT (default 34500; MariaDB on it, Redis +1, Kafka +2 and +3,
+cachesync's /metrics +4).`;
 
-const DB = 'bench';
-const TABLE = `${DB}.items`;
-/** Same shape as TABLE, not mapped, filled before cachesync starts: the database's speed alone. */
-const BASELINE_TABLE = `${DB}.items_baseline`;
-const TABLE_COLUMNS =
-  '(id BIGINT PRIMARY KEY, name VARCHAR(64), price DECIMAL(12,2), updated_at DATETIME(6))';
-const KEY_PREFIX = 'item:';
-const ROWS_PER_STATEMENT = 1000;
-/** Connections of workload B: enough that a slow commit never holds up the next update. */
+/** Connections of the latency scenario: enough that a slow commit never holds up the next update. */
 const POOL_SIZE = 16;
 const STACK_DIR = join(REPO_ROOT, '.stack', 'bench');
+/** cachesync's configs and logs. */
+const RUN_DIR = join(STACK_DIR, 'cachesync');
+const run = promisify(execFile);
 
 interface BenchArgs {
   basePort: number;
   rows: number;
+  runs: number;
+  scenarios: ScenarioName[];
   rate: number;
   seconds: number;
   json: boolean;
@@ -80,6 +78,8 @@ function parseBenchArgs(argv: string[]): BenchArgs {
       args: argv,
       options: {
         rows: { type: 'string' },
+        runs: { type: 'string' },
+        only: { type: 'string' },
         rate: { type: 'string' },
         seconds: { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -93,10 +93,12 @@ function parseBenchArgs(argv: string[]): BenchArgs {
     throw new UsageError((err as Error).message);
   }
   const basePort = positive('CACHESYNC_BENCH_BASE_PORT', process.env.CACHESYNC_BENCH_BASE_PORT, 34500, true);
-  if (basePort + 3 > 65_535) throw new UsageError(`CACHESYNC_BENCH_BASE_PORT must be at most 65532`);
+  if (basePort + 4 > 65_535) throw new UsageError(`CACHESYNC_BENCH_BASE_PORT must be at most 65531`);
   return {
     basePort,
-    rows: positive('--rows', values.rows, 100_000, true),
+    rows: positive('--rows', values.rows, 200_000, true),
+    runs: positive('--runs', values.runs, 3, true),
+    scenarios: scenarioList(values.only),
     rate: positive('--rate', values.rate, 200, false),
     seconds: positive('--seconds', values.seconds, 20, false),
     json: values.json,
@@ -114,31 +116,25 @@ function positive(name: string, text: string | undefined, fallback: number, inte
   return n;
 }
 
-function progress(msg: string): void {
-  console.error(`[bench] ${msg}`);
+/** The scenarios asked for, in the bench's order; rich's ratio needs mariadb in the same run. */
+function scenarioList(text: string | undefined): ScenarioName[] {
+  if (text === undefined) return [...SCENARIOS];
+  const asked = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const name of asked) {
+    if (!(SCENARIOS as readonly string[]).includes(name)) {
+      throw new UsageError(`--only: unknown scenario "${name}"; expected some of ${SCENARIOS.join(', ')}`);
+    }
+  }
+  if (asked.length === 0) throw new UsageError(`--only: expected some of ${SCENARIOS.join(', ')}`);
+  if (asked.includes('rich')) asked.push('mariadb');
+  return SCENARIOS.filter((s) => asked.includes(s));
 }
 
-/** Cleanup steps, run once, newest first, each whatever the others did. */
-class Cleanup {
-  private readonly steps: Array<{ what: string; run: () => Promise<unknown> }> = [];
-  private running: Promise<void> | undefined;
-
-  add(what: string, run: () => Promise<unknown>): void {
-    this.steps.push({ what, run });
-  }
-
-  run(): Promise<void> {
-    this.running ??= (async () => {
-      for (const step of [...this.steps].reverse()) {
-        try {
-          await step.run();
-        } catch (err) {
-          progress(`cleanup (${step.what}) failed: ${(err as Error).message}`);
-        }
-      }
-    })();
-    return this.running;
-  }
+function progress(msg: string): void {
+  console.error(`[bench] ${msg}`);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -155,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(progress);
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
@@ -170,7 +166,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
-    const report = await run(args, cleanup);
+    const report = await runBench(args, cleanup);
     console.log(args.json ? JSON.stringify(report, null, 2) : formatText(report));
     return report.ok ? 0 : 1;
   } catch (err) {
@@ -182,10 +178,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport> {
-  const sampler = new ProcessSampler(100);
-  sampler.start('servers start');
-  cleanup.add('process sampler', () => Promise.resolve(sampler.stop()));
+async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport> {
+  progress('building cachesync (npm run build)');
+  await run('npm', ['run', 'build'], { cwd: REPO_ROOT }).catch((err: Error & { stdout?: string }) => {
+    throw new Error(`npm run build failed:\n${err.stdout ?? ''}${err.message}`);
+  });
+  if (!existsSync(CLI_ENTRY)) throw new Error(`npm run build made no ${CLI_ENTRY}`);
 
   const { basePort } = args;
   const stack = new LocalStack({ dir: STACK_DIR, basePort, log: (msg) => progress(`stack: ${msg}`) });
@@ -207,150 +205,90 @@ async function run(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport> {
       `${err.message}\n(the bench's ports start at CACHESYNC_BENCH_BASE_PORT, now ${basePort})`,
     );
   });
+  rmSync(RUN_DIR, { recursive: true, force: true });
+  mkdirSync(RUN_DIR, { recursive: true });
 
   const sql = await mysql.createConnection({ ...endpoints.mysql, dateStrings: true });
   cleanup.add('sql connection', () => sql.end());
   await sql.query(`CREATE DATABASE ${DB}`);
-  await sql.query(`CREATE TABLE ${TABLE} ${TABLE_COLUMNS}`);
   const pool = mysql.createPool({ ...endpoints.mysql, connectionLimit: POOL_SIZE });
   cleanup.add('sql pool', () => pool.end());
+  // Open every pool connection now, so the latency scenario's commit times hold no connect.
+  await Promise.all(Array.from({ length: POOL_SIZE }, () => pool.query('SELECT 1')));
   const redis = new Redis(endpoints.redisUrl);
   cleanup.add('redis', () => redis.quit());
   const subscriber = new Redis(endpoints.redisUrl);
   cleanup.add('redis subscriber', () => subscriber.quit());
+  const admin = new Kafka({
+    clientId: 'cachesync-bench',
+    brokers: endpoints.kafkaBrokers,
+    logLevel: logLevel.NOTHING,
+  }).admin();
+  await admin.connect();
+  cleanup.add('kafka admin', () => admin.disconnect());
 
+  const ctx: BenchContext = {
+    endpoints,
+    sql,
+    pool,
+    redis,
+    subscriber,
+    admin,
+    cleanup,
+    dir: RUN_DIR,
+    metricsPort: basePort + 4,
+    rows: args.rows,
+    rate: args.rate,
+    seconds: args.seconds,
+    progress,
+  };
   const environment = await describeEnvironment(stack, sql, redis);
+  const pipeline = await pipelineSettings(ctx);
 
-  sampler.enter('baseline insert');
-  progress(`baseline: inserting ${args.rows} rows into an unmapped table, cachesync not running`);
-  await sql.query(`CREATE TABLE ${BASELINE_TABLE} ${TABLE_COLUMNS}`);
-  const baseline = await insertRows(sql, BASELINE_TABLE, args.rows, ROWS_PER_STATEMENT);
-  await sql.query(`DROP TABLE ${BASELINE_TABLE}`);
+  const runs: BenchReport['runs'] = [];
+  for (let i = 1; i <= args.runs; i++) {
+    const results: BenchReport['runs'][number] = {};
+    runs.push(results);
+    for (const scenario of args.scenarios) {
+      progress(`run ${i} of ${args.runs}: ${scenario}`);
+      results[scenario] = await runScenario(ctx, scenario, i);
+    }
+  }
 
-  sampler.enter('cachesync start');
-  const config = await loadConfig(writeConfig(endpoints), { env: {} });
-
-  progress('starting cachesync in this process (role all)');
-  const runtime = await Runtime.start(config, {
-    role: 'all',
-    logger: benchLogger(),
-    metrics: new Metrics({ defaultMetrics: false }),
-    graceMs: 10_000,
-  });
-  cleanup.add('runtime', () => runtime.stop());
-  const guard = runtimeGuard(runtime);
-  await guard(until('cachesync ready', () => Promise.resolve(runtime.health.ready()), 90_000));
-  await guard(warmUp(sql, runtime));
-  // Open every pool connection now, so workload B's commit times hold no connect.
-  await Promise.all(Array.from({ length: POOL_SIZE }, () => pool.query('SELECT 1')));
-
-  sampler.enter('bulk insert');
-  progress(`A: inserting ${args.rows} rows, ${ROWS_PER_STATEMENT} per INSERT`);
-  const bulkInsert = await guard(
-    runBulkInsert({
-      sql,
-      redis,
-      metrics: runtime.metrics,
-      table: TABLE,
-      keyPrefix: KEY_PREFIX,
-      rows: args.rows,
-      rowsPerStatement: ROWS_PER_STATEMENT,
-      progress: (msg) => progress(`A: ${msg}`),
-    }),
-  );
-
-  sampler.enter('steady updates');
-  progress(`B: updating ${args.rate} rows/s for ${args.seconds} s`);
-  const steadyUpdates = await guard(
-    runSteadyUpdates({
-      pool,
-      redis,
-      subscriber,
-      metrics: runtime.metrics,
-      table: TABLE,
-      ids: args.rows,
-      keyPrefix: KEY_PREFIX,
-      redisDb: redis.options.db ?? 0,
-      rate: args.rate,
-      seconds: args.seconds,
-      progress: (msg) => progress(`B: ${msg}`),
-    }),
-  );
-  sampler.stop();
-
+  const { summary, targets } = summarize(runs, args.scenarios);
   return {
     environment,
-    pipeline: pipelineSettings(config),
-    baselineInsert: { ...baseline, rowsPerSecond: args.rows / baseline.seconds },
-    bulkInsert,
-    steadyUpdates,
-    process: { peakRssBytes: sampler.peakRssBytes, phases: sampler.usageByPhase },
-    ok: bulkInsert.verify.ok && steadyUpdates.missing === 0 && steadyUpdates.failed === 0,
+    pipeline,
+    workload: {
+      rows: args.rows,
+      rowsPerStatement: ROWS_PER_STATEMENT,
+      rate: args.rate,
+      seconds: args.seconds,
+      runs: args.runs,
+      scenarios: args.scenarios,
+    },
+    runs,
+    summary,
+    targets,
+    ok: runs.every((results) => Object.values(results).every((r) => r.ok)),
   };
 }
 
-/** Same shape as the integration tests' config, with the pipeline's own defaults. */
-function writeConfig(endpoints: StackEndpoints): string {
-  const run = `bench-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  const yaml = [
-    ...stackConfigSections(endpoints, { name: run }),
-    'metrics:',
-    '  port: 0',
-    '  host: 127.0.0.1',
-    'log:',
-    '  level: warn',
-    'mappings:',
-    `  - table: ${TABLE}`,
-    '    keys:',
-    `      - key: "${KEY_PREFIX}{id}"`,
-    '        action: refresh',
-    '        format: json',
-    '',
-  ].join('\n');
-  const file = join(STACK_DIR, 'cachesync-bench.yaml');
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, yaml);
-  return file;
-}
-
-function benchLogger(): Logger {
-  const level = process.env.CACHESYNC_BENCH_LOG;
-  return level ? createLogger({ level, pretty: false, destination: process.stderr }) : silentLogger();
-}
-
-/** Wraps the bench's waits so that a runtime that stops or fails ends them at once. */
-function runtimeGuard(runtime: Runtime): <T>(work: Promise<T>) => Promise<T> {
-  const stopped = runtime.done.then(
-    () => Promise.reject(new Error('cachesync stopped during the benchmark')),
-    (err: unknown) => Promise.reject(new Error(`cachesync failed: ${(err as Error).message ?? String(err)}`)),
-  );
-  stopped.catch(() => undefined);
-  return <T>(work: Promise<T>) => Promise.race([work, stopped]);
-}
-
-/**
- * One insert and one delete through the whole pipeline before measuring, so that the consumer
- * group's join and the first connections are not part of workload A.
- */
-async function warmUp(sql: mysql.Connection, runtime: Runtime): Promise<void> {
-  const series = { table: TABLE };
-  const before = await counterSum(runtime.metrics.changesApplied, series);
-  await sql.query(`INSERT INTO ${TABLE} (id, name, price, updated_at) VALUES (0, 'warm-up', 0, NOW(6))`);
-  await sql.query(`DELETE FROM ${TABLE} WHERE id = 0`);
-  await until(
-    'the warm-up changes applied',
-    async () => (await counterSum(runtime.metrics.changesApplied, series)) >= before + 2,
-    120_000,
-  );
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await sleep(20);
-  }
+/** The settings every scenario's cachesync runs with, read from a config of the same form. */
+async function pipelineSettings(ctx: BenchContext): Promise<BenchReport['pipeline']> {
+  const file = join(ctx.dir, 'settings.yaml');
+  writeFileSync(file, configYaml(ctx, 'settings', `${DB}.settings`));
+  const config = await loadConfig(file, { env: {} }).catch((err: Error) => {
+    throw new Error(`the bench's cachesync config is invalid (${file}): ${err.message}`);
+  });
+  rmSync(file);
+  return {
+    kafkaPartitions: config.kafka.partitions,
+    tailerBatchSize: config.tailer.batchSize,
+    tailerLingerMs: config.tailer.lingerMs,
+    tailerCompression: config.tailer.compression,
+    consumerPartitionsConcurrently: config.consumer.partitionsConcurrently,
+  };
 }
 
 async function describeEnvironment(
@@ -385,15 +323,6 @@ function kafkaVersion(stack: LocalStack): string {
     // not Linux, or the broker is gone: say so below
   }
   return 'unknown';
-}
-
-function pipelineSettings(config: CompiledConfig): BenchReport['pipeline'] {
-  return {
-    kafkaPartitions: config.kafka.partitions,
-    tailerBatchSize: config.tailer.batchSize,
-    tailerLingerMs: config.tailer.lingerMs,
-    consumerPartitionsConcurrently: config.consumer.partitionsConcurrently,
-  };
 }
 
 const WORKER_ENV = 'CACHESYNC_BENCH_WORKER';

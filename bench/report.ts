@@ -1,9 +1,8 @@
-import type { BulkInsertResult } from './bulk-insert.js';
-import type { PhaseUsage } from './process-sampler.js';
-import type { HistogramSnapshot, Summary } from './stats.js';
-import type { SteadyUpdatesResult } from './steady-updates.js';
+import type { KeyCheck } from './bulk-insert.js';
+import type { BulkResult, LatencyResult, MariadbResult, ScenarioName, ScenarioResult } from './scenarios.js';
+import { spread, type Spread } from './stats.js';
 
-/** Everything one run measured, as printed by `--json`. */
+/** Everything one `npm run bench` measured, as printed by `--json`. */
 export interface BenchReport {
   environment: {
     cores: number;
@@ -14,34 +13,194 @@ export interface BenchReport {
     redis: string;
     kafka: string;
   };
+  /** cachesync's settings in every scenario: its defaults, but for the partition count. */
   pipeline: {
     kafkaPartitions: number;
     tailerBatchSize: number;
     tailerLingerMs: number;
+    tailerCompression: string;
     consumerPartitionsConcurrently: number;
   };
-  /** The same INSERTs into an unmapped table before cachesync started: the database alone. */
-  baselineInsert: { statements: number; seconds: number; rowsPerSecond: number };
-  bulkInsert: BulkInsertResult;
-  steadyUpdates: SteadyUpdatesResult;
-  /** This node process: the bench and the in-process runtime together. */
-  process: {
-    /** Peak resident set size, bytes, sampled every 100 ms. */
-    peakRssBytes: number;
-    phases: Record<string, PhaseUsage>;
+  workload: {
+    rows: number;
+    rowsPerStatement: number;
+    rate: number;
+    seconds: number;
+    runs: number;
+    scenarios: ScenarioName[];
   };
-  /** True when every row reached Redis: all keys present, every update seen. */
+  /** Each run's results, in run order. */
+  runs: Array<Partial<Record<ScenarioName, ScenarioResult>>>;
+  /** Per scenario, each figure over the runs: median, min, max. */
+  summary: Partial<Record<ScenarioName, Record<string, Spread>>>;
+  /** The issue's targets, each against its figure's median; `met` is for reading only. */
+  targets: Array<{ scenario: ScenarioName; figure: string; target: string; median: number; met: boolean }>;
+  /** True when every row arrived in every run: the exit code depends on this alone. */
   ok: boolean;
 }
 
-const LABEL = 30;
+type Unit = 'rows/s' | 's' | 'us' | 'MB' | 'ms' | '%' | 'updates/s' | 'count';
 
-/** The report as a plain-text table. */
+interface Figure<R> {
+  key: string;
+  label: string;
+  unit: Unit;
+  value: (result: R, run: Partial<Record<ScenarioName, ScenarioResult>>) => number | undefined;
+  target?: { op: '>=' | '<='; value: number };
+}
+
+const MB = 1024 * 1024;
+
+function usageFigures<R extends BulkResult | LatencyResult>(per: string): Array<Figure<R>> {
+  return [
+    { key: 'cpuSeconds', label: 'cachesync CPU', unit: 's', value: (r) => r.cachesync.cpuSeconds },
+    {
+      key: 'cpuMicrosPerRow',
+      label: `cachesync CPU per ${per}`,
+      unit: 'us',
+      value: (r) => r.cachesync.cpuMicrosPerRow,
+    },
+    {
+      key: 'phasePeakRssMB',
+      label: 'cachesync peak RSS, phase',
+      unit: 'MB',
+      value: (r) => r.cachesync.peakRssBytes / MB,
+    },
+    { key: 'hwmMB', label: 'cachesync peak RSS, VmHWM', unit: 'MB', value: (r) => r.cachesync.hwmBytes / MB },
+    {
+      key: 'driverCpuSeconds',
+      label: 'bench driver CPU',
+      unit: 's',
+      value: (r) => r.cachesync.driverCpuSeconds,
+    },
+  ];
+}
+
+function bulkFigures(
+  throughputLabel: string,
+  targets: { rowsPerSecond?: number; cpuMicrosPerRow?: number; hwmMB?: number },
+): Array<Figure<BulkResult>> {
+  const figures: Array<Figure<BulkResult>> = [
+    { key: 'rowsPerSecond', label: throughputLabel, unit: 'rows/s', value: (r) => r.rowsPerSecond },
+    { key: 'seconds', label: '  first INSERT -> done', unit: 's', value: (r) => r.seconds },
+    { key: 'insertSeconds', label: 'MariaDB inserts took', unit: 's', value: (r) => r.insert.seconds },
+    {
+      key: 'insertRowsPerSecond',
+      label: '  MariaDB insert rate',
+      unit: 'rows/s',
+      value: (r) => r.insert.rowsPerSecond,
+    },
+    ...usageFigures<BulkResult>('row'),
+  ];
+  for (const figure of figures) {
+    const target = targets[figure.key as keyof typeof targets];
+    if (target !== undefined)
+      figure.target = { op: figure.key === 'rowsPerSecond' ? '>=' : '<=', value: target };
+  }
+  return figures;
+}
+
+const mariadbFigures: Array<Figure<MariadbResult>> = [
+  { key: 'rowsPerSecond', label: 'insert rate', unit: 'rows/s', value: (r) => r.insert.rowsPerSecond },
+  { key: 'seconds', label: '  inserts took', unit: 's', value: (r) => r.insert.seconds },
+  { key: 'driverCpuSeconds', label: 'bench driver CPU', unit: 's', value: (r) => r.driverCpuSeconds },
+];
+
+const richFigures: Array<Figure<BulkResult>> = [
+  ...bulkFigures('binlog -> Redis, all applied', {}),
+  {
+    key: 'percentOfMariadb',
+    label: "share of MariaDB's insert rate",
+    unit: '%',
+    value: (r, run) => {
+      const alone = run.mariadb as MariadbResult | undefined;
+      return alone ? (100 * r.rowsPerSecond) / alone.insert.rowsPerSecond : undefined;
+    },
+    target: { op: '>=', value: 25 },
+  },
+];
+
+const latencyFigures: Array<Figure<LatencyResult>> = [
+  {
+    key: 'p50',
+    label: 'commit -> key in Redis p50',
+    unit: 'ms',
+    value: (r) => r.updates.commitToRedisMs?.p50,
+  },
+  { key: 'p90', label: '  p90', unit: 'ms', value: (r) => r.updates.commitToRedisMs?.p90 },
+  {
+    key: 'p99',
+    label: '  p99',
+    unit: 'ms',
+    value: (r) => r.updates.commitToRedisMs?.p99,
+    target: { op: '<=', value: 10 },
+  },
+  { key: 'max', label: '  max', unit: 'ms', value: (r) => r.updates.commitToRedisMs?.max },
+  { key: 'achievedRate', label: 'updates issued', unit: 'updates/s', value: (r) => r.updates.achievedRate },
+  ...usageFigures<LatencyResult>('update'),
+];
+
+const FIGURES: { [S in ScenarioName]: Array<Figure<Extract<ScenarioResult, { scenario: S }>>> } = {
+  mariadb: mariadbFigures,
+  tailer: bulkFigures('binlog -> Kafka, all on the topic', {
+    rowsPerSecond: 71_000,
+    cpuMicrosPerRow: 17,
+    hwmMB: 150,
+  }),
+  both: bulkFigures('binlog -> Redis, all applied', { rowsPerSecond: 50_000 }),
+  rich: richFigures,
+  latency: latencyFigures,
+};
+
+const TITLES: Record<ScenarioName, string> = {
+  mariadb: 'mariadb: the INSERTs into an unmapped table, no cachesync running',
+  tailer: 'tailer: cachesync --role tailer, binlog -> Kafka (acks=all)',
+  both: 'both: cachesync --role all, one key per row (item:{id} refresh JSON)',
+  rich: 'rich: cachesync --role all, per row user:{id} JSON, userh:{id} hash, userx:{id} invalidate + 500ms redelete',
+  latency: 'latency: cachesync --role all, single-row autocommit UPDATEs at a steady rate',
+};
+
+/** Median, min and max of every figure of every scenario, and the targets against the medians. */
+export function summarize(runs: BenchReport['runs'], scenarios: readonly ScenarioName[]) {
+  const summary: BenchReport['summary'] = {};
+  const targets: BenchReport['targets'] = [];
+  for (const scenario of scenarios) {
+    const figures = FIGURES[scenario] as Array<Figure<ScenarioResult>>;
+    const bySpread: Record<string, Spread> = {};
+    for (const figure of figures) {
+      const values = runs.flatMap((run) => {
+        const result = run[scenario];
+        const value = result ? figure.value(result, run) : undefined;
+        return value === undefined || !Number.isFinite(value) ? [] : [value];
+      });
+      const s = spread(values);
+      if (!s) continue;
+      bySpread[figure.key] = s;
+      if (figure.target) {
+        const { op, value } = figure.target;
+        targets.push({
+          scenario,
+          figure: figure.key,
+          target: `${op} ${formatValue(value, figure.unit)}`,
+          median: s.median,
+          met: op === '>=' ? s.median >= value : s.median <= value,
+        });
+      }
+    }
+    summary[scenario] = bySpread;
+  }
+  return { summary, targets };
+}
+
+const LABEL = 34;
+const CELL = 16;
+
+/** The report as plain text: one block per scenario, a figure a line, median then range. */
 export function formatText(r: BenchReport): string {
-  const { environment: env, pipeline: p, bulkInsert: a, steadyUpdates: b } = r;
+  const { environment: env, pipeline: p, workload: w } = r;
   const lines: string[] = [];
   const row = (label: string, ...cells: string[]) =>
-    lines.push(`  ${label.padEnd(LABEL)}${cells.join('  ')}`);
+    lines.push(`  ${label.padEnd(LABEL)}${cells.join('  ')}`.trimEnd());
   const blank = () => lines.push('');
 
   lines.push('cachesync pipeline benchmark');
@@ -53,113 +212,109 @@ export function formatText(r: BenchReport): string {
   row('redis', env.redis);
   row('kafka', env.kafka);
   row(
-    'pipeline (defaults)',
-    `${p.kafkaPartitions} partitions; tailer batch ${p.tailerBatchSize}, linger ${p.tailerLingerMs} ms; ` +
-      `consumer ${p.consumerPartitionsConcurrently} partitions at once`,
+    'cachesync (defaults)',
+    `${p.kafkaPartitions} partitions; tailer batch ${p.tailerBatchSize}, linger ${p.tailerLingerMs} ms, ` +
+      `${p.tailerCompression}; consumer ${p.consumerPartitionsConcurrently} partitions at once`,
   );
+  row(
+    'workload',
+    `${w.rows} rows in ${w.rowsPerStatement}-row INSERTs, one transaction each; ` +
+      `${w.rate} updates/s for ${w.seconds} s`,
+  );
+  const many = w.runs > 1;
+  row('runs', many ? `${w.runs}: median, then min..max` : '1');
   blank();
 
+  for (const scenario of w.scenarios) {
+    lines.push(TITLES[scenario]);
+    const figures = FIGURES[scenario] as Array<Figure<ScenarioResult>>;
+    const spreads = r.summary[scenario] ?? {};
+    for (const figure of figures) {
+      const s = spreads[figure.key];
+      if (!s) continue;
+      const target = r.targets.find((t) => t.scenario === scenario && t.figure === figure.key);
+      row(
+        figure.label,
+        formatValue(s.median, figure.unit).padStart(CELL),
+        ...(many
+          ? [`${formatNumber(s.min, figure.unit)}..${formatNumber(s.max, figure.unit)}`.padEnd(CELL + 6)]
+          : []),
+        target ? `target ${target.target}: ${target.met ? 'met' : 'MISSED'}` : '',
+      );
+    }
+    for (const line of checkLines(r.runs, scenario)) lines.push(`  ${line}`);
+    blank();
+  }
   lines.push(
-    `A. bulk insert: ${a.rows} rows, ${a.rowsPerStatement} rows per INSERT, one transaction each ` +
-      `(${a.statements} statements)`,
+    r.ok
+      ? 'result: ok (every row arrived; the targets are for reading, not for the exit code)'
+      : 'result: FAILED (a row did not arrive: see the checks above)',
   );
-  row('database insert', seconds(a.dbSeconds), rate(a.dbRowsPerSecond));
-  row(
-    '  same, cachesync not running',
-    seconds(r.baselineInsert.seconds),
-    rate(r.baselineInsert.rowsPerSecond),
-    '(unmapped table, before start)',
-  );
-  row('binlog read (all rows)', seconds(a.binlogReadSeconds), rate(a.rows / a.binlogReadSeconds));
-  row('end to end (all keys in Redis)', seconds(a.endToEndSeconds), rate(a.endToEndRowsPerSecond));
-  row(
-    'produce requests',
-    String(a.publishRequests).padStart(10),
-    `${a.meanMessagesPerRequest.toFixed(0)} msgs each`.padStart(14),
-  );
-  row(
-    'verified',
-    `${a.verify.sampleMatching}/${a.verify.sampled} sampled keys hold their row, ` +
-      `${a.verify.keysInRedis} keys in Redis: ${a.verify.ok ? 'ok' : 'MISMATCH'}`,
-  );
-  blank();
-
-  lines.push(`B. steady updates: ${b.rate} rows/s for ${b.seconds} s, single-row autocommit UPDATE`);
-  row(
-    'updates',
-    `${b.issued} issued at ${b.achievedRate.toFixed(1)}/s; ${b.failed} failed, ${b.skipped} skipped, ` +
-      `${b.missing} never seen in Redis`,
-  );
-  row('latency, ms', ...['count', 'p50', 'p90', 'p99', 'max', 'mean'].map((c) => c.padStart(8)));
-  row('UPDATE sent -> commit reply', ...summaryCells(b.commitMs));
-  row('commit reply -> key in Redis', ...summaryCells(b.commitToRedisMs));
-  const h = b.runtimeEndToEnd;
-  const highest = h.count > 0 ? h.buckets.find((bucket) => bucket.count >= h.count)?.le : undefined;
-  row(
-    'runtime end-to-end histogram',
-    ...[String(h.count), ...[h.p50, h.p90, h.p99, highest].map(bound)].map((c) => c.padStart(8)),
-    (h.count > 0 ? ms((h.sum / h.count) * 1000) : '-').padStart(8),
-  );
-  row('  (binlog read -> applied)', `${bucketLine(h)}`);
-  if (b.seenBeforeCommitReply > 0) {
-    row('', `${b.seenBeforeCommitReply} keys were written before their commit reply arrived (counted as 0)`);
-  }
-  blank();
-
-  lines.push('process (bench and cachesync share one node process and event loop)');
-  row('phase', ...['wall s', 'CPU s', 'peak RSS', 'loop delay p99', 'max ms'].map((c) => c.padStart(10)));
-  for (const [phase, u] of Object.entries(r.process.phases)) {
-    row(
-      phase,
-      ...[
-        u.wallSeconds.toFixed(1),
-        u.cpuSeconds.toFixed(1),
-        mb(u.peakRssBytes),
-        ms(u.eventLoopDelayMs.p99),
-        ms(u.eventLoopDelayMs.max),
-      ].map((c) => c.padStart(10)),
-    );
-  }
-  row('peak RSS, whole run', mb(r.process.peakRssBytes));
-  blank();
-  lines.push(r.ok ? 'result: ok' : 'result: FAILED (see the MISMATCH or missing counts above)');
   return lines.join('\n');
 }
 
-function summaryCells(s: Summary | undefined): string[] {
-  if (!s) return ['0'.padStart(8)];
-  return [String(s.count), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), ms(s.mean)].map((c) => c.padStart(8));
-}
-
-/** The histogram's non-empty buckets, as `<=5ms: 12`. */
-function bucketLine(h: HistogramSnapshot): string {
-  let below = 0;
-  const parts: string[] = [];
-  for (const b of h.buckets) {
-    const n = b.count - below;
-    below = b.count;
-    if (n > 0) parts.push(`${b.le === Infinity ? '>60s' : `<=${b.le * 1000}ms`}: ${n}`);
+/** What was checked, per run, and every mismatch. */
+function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[] {
+  const results = runs.flatMap((run) => (run[scenario] ? [run[scenario]] : []));
+  const failed = results.filter((res) => !res.ok).length;
+  const lines: string[] = [];
+  const first = results[0];
+  if (!first) return lines;
+  if (first.scenario === 'tailer') {
+    lines.push(`checked: every row on the topic in ${results.length} of ${results.length} runs`);
+  } else if (first.scenario === 'both' || first.scenario === 'rich') {
+    lines.push(
+      `checked: ${first.keys.map(describeCheck).join('; ')}: ` +
+        `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
+    );
+  } else if (first.scenario === 'latency') {
+    (results as LatencyResult[]).forEach((res, i) => {
+      const u = res.updates;
+      lines.push(
+        `${results.length > 1 ? `run ${i + 1}: ` : ''}${u.issued} updates, ${u.failed} failed, ${u.skipped} skipped, ${u.missing} never seen in Redis` +
+          (u.seenBeforeCommitReply > 0
+            ? `, ${u.seenBeforeCommitReply} seen before their commit reply (0 ms)`
+            : ''),
+      );
+    });
   }
-  return parts.length > 0 ? parts.join(', ') : 'no observations';
+  results.forEach((res, i) => {
+    if ((res.scenario === 'both' || res.scenario === 'rich') && !res.ok) {
+      for (const k of res.keys.filter((key) => !key.ok)) {
+        lines.push(
+          `run ${i + 1}: ${k.prefix}* ${k.keysInRedis} keys (expected ${k.expected}), ` +
+            `${k.sampleMatching}/${k.sampled} sampled hold their row: MISMATCH`,
+        );
+      }
+    }
+  });
+  return lines;
 }
 
-function bound(seconds: number | undefined): string {
-  if (seconds === undefined) return '-';
-  return seconds === Infinity ? '>60000' : `<=${seconds * 1000}`;
+function describeCheck(k: KeyCheck): string {
+  return k.format === 'deleted'
+    ? `no ${k.prefix}* key left`
+    : `one ${k.prefix}* key per row, ${k.sampled} sampled hold their row's ${k.format === 'json' ? 'JSON' : 'hash'}`;
 }
 
-function seconds(s: number): string {
-  return `${s.toFixed(2)} s`.padStart(10);
+function formatNumber(value: number, unit: Unit): string {
+  switch (unit) {
+    case 'rows/s':
+    case 'count':
+      return Math.round(value).toLocaleString('en-US');
+    case 's':
+      return value.toFixed(2);
+    case 'us':
+    case 'ms':
+    case '%':
+    case 'updates/s':
+      return value >= 100 ? value.toFixed(0) : value.toFixed(1);
+    case 'MB':
+      return value.toFixed(0);
+  }
 }
 
-function rate(perSecond: number): string {
-  return `${Math.round(perSecond)} rows/s`.padStart(14);
-}
-
-function ms(value: number): string {
-  return value >= 100 ? value.toFixed(0) : value.toFixed(1);
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+function formatValue(value: number, unit: Unit): string {
+  const n = formatNumber(value, unit);
+  return unit === 'count' ? n : unit === '%' ? `${n}%` : `${n} ${unit}`;
 }

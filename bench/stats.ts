@@ -1,5 +1,3 @@
-import type { Counter, Histogram } from 'prom-client';
-
 /** Order statistics of a set of samples (nearest rank). */
 export interface Summary {
   count: number;
@@ -24,15 +22,55 @@ export function summarize(samples: readonly number[]): Summary | undefined {
   };
 }
 
+/** One figure over several runs: the median (the mean of the middle two for an even count) and the range. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** Each run's value, in run order. */
+  values: number[];
+}
+
+export function spread(values: readonly number[]): Spread | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, values: [...values] };
+}
+
+/** One sample of a Prometheus text exposition: `name{label="value",...} number`. */
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The samples of a Prometheus text exposition (`GET /metrics`), comments skipped. */
+export function parsePrometheusText(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const labels: Record<string, string> = {};
+    for (const [, key, value] of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[key!] = value!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    }
+    samples.push({ name: match[1]!, labels, value: Number(match[3]) });
+  }
+  return samples;
+}
+
 /** Sum of a counter's series whose labels include every given label. */
-export async function counterSum(
-  counter: Counter<string>,
+export function counterSum(
+  samples: readonly Sample[],
+  name: string,
   match: Record<string, string> = {},
-): Promise<number> {
-  const { values } = await counter.get();
-  return values
-    .filter((v) => Object.entries(match).every(([k, want]) => v.labels[k] === want))
-    .reduce((sum, v) => sum + v.value, 0);
+): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(match).every(([k, want]) => s.labels[k] === want))
+    .reduce((sum, s) => sum + s.value, 0);
 }
 
 /** A Prometheus histogram at one moment: cumulative bucket counts by upper bound, sum and count. */
@@ -43,17 +81,16 @@ export interface HistogramSnapshot {
   count: number;
 }
 
-export async function snapshotHistogram(histogram: Histogram<string>): Promise<HistogramSnapshot> {
-  const { values } = await histogram.get();
+/** The histogram `name` (one with no labels but `le`) from parsed samples. */
+export function histogramOf(samples: readonly Sample[], name: string): HistogramSnapshot {
   const buckets: HistogramSnapshot['buckets'] = [];
   let sum = 0;
   let count = 0;
-  for (const v of values) {
-    if (v.metricName?.endsWith('_bucket')) {
-      const le = v.labels.le === '+Inf' ? Infinity : Number(v.labels.le);
-      buckets.push({ le, count: v.value });
-    } else if (v.metricName?.endsWith('_sum')) sum = v.value;
-    else if (v.metricName?.endsWith('_count')) count = v.value;
+  for (const s of samples) {
+    if (s.name === `${name}_bucket`) {
+      buckets.push({ le: s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), count: s.value });
+    } else if (s.name === `${name}_sum`) sum = s.value;
+    else if (s.name === `${name}_count`) count = s.value;
   }
   buckets.sort((a, b) => a.le - b.le);
   return { buckets, sum, count };

@@ -3,15 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type mysql from 'mysql2/promise';
-import type { Metrics } from '../src/observability/metrics.js';
-import {
-  bucketQuantile,
-  histogramDelta,
-  snapshotHistogram,
-  summarize,
-  type HistogramSnapshot,
-  type Summary,
-} from './stats.js';
+import { bucketQuantile, histogramDelta, summarize, type HistogramSnapshot, type Summary } from './stats.js';
 
 export interface SteadyUpdatesOptions {
   pool: mysql.Pool;
@@ -19,7 +11,8 @@ export interface SteadyUpdatesOptions {
   redis: Redis;
   /** A connection of its own: it is put in subscriber mode. */
   subscriber: Redis;
-  metrics: Metrics;
+  /** Reads cachesync's `cachesync_end_to_end_latency_seconds` histogram (from its /metrics). */
+  runtimeHistogram: () => Promise<HistogramSnapshot>;
   /** `db.table` holding rows with ids 1..ids. */
   table: string;
   ids: number;
@@ -75,7 +68,7 @@ interface InFlight {
 const PROGRESS_EVERY_MS = 5000;
 
 /**
- * Workload B: single-row autocommit UPDATEs of random rows at a steady rate, each setting `name` to
+ * Steady updates: single-row autocommit UPDATEs of random rows at a steady rate, each setting `name` to
  * a unique token, timed from the COMMIT's reply until Redis announces (keyspace notification) the
  * SET of the row's key and the key holds the token. At most one update per row is on its way at a
  * time, so each notification belongs to exactly one update.
@@ -138,7 +131,7 @@ export async function runSteadyUpdates(opts: SteadyUpdatesOptions): Promise<Stea
   await opts.redis.config('SET', 'notify-keyspace-events', 'K$');
   opts.subscriber.on('pmessage', onKeyEvent);
   await opts.subscriber.psubscribe(`${channelPrefix}${opts.keyPrefix}*`);
-  const histogramBefore = await snapshotHistogram(opts.metrics.endToEnd);
+  const histogramBefore = await opts.runtimeHistogram();
   try {
     const total = Math.max(1, Math.round(opts.rate * opts.seconds));
     const intervalMs = 1000 / opts.rate;
@@ -171,7 +164,7 @@ export async function runSteadyUpdates(opts: SteadyUpdatesOptions): Promise<Stea
     }
     if (lastError) opts.progress(`last error: ${lastError}`);
 
-    const histogram = histogramDelta(await snapshotHistogram(opts.metrics.endToEnd), histogramBefore);
+    const histogram = histogramDelta(await opts.runtimeHistogram(), histogramBefore);
     return {
       rate: opts.rate,
       seconds: opts.seconds,

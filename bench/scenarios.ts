@@ -1,0 +1,394 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import type { Admin } from 'kafkajs';
+import type mysql from 'mysql2/promise';
+import { stackConfigSections, type StackEndpoints } from '../scripts/local-stack/local-stack.js';
+import { loadConfig } from '../src/config/load.js';
+import {
+  TABLE_COLUMNS,
+  checkKeys,
+  insertAndWait,
+  insertRows,
+  type KeyCheck,
+  type Progress,
+} from './bulk-insert.js';
+import { CachesyncProcess } from './cachesync-process.js';
+import type { Cleanup } from './cleanup.js';
+import { PhaseMonitor, driverCpu, type PhaseUsage } from './proc-usage.js';
+import { counterSum, histogramOf } from './stats.js';
+import { runSteadyUpdates, type SteadyUpdatesResult } from './steady-updates.js';
+
+export const SCENARIOS = ['mariadb', 'tailer', 'both', 'rich', 'latency'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+export const DB = 'bench';
+export const ROWS_PER_STATEMENT = 1000;
+export const PARTITIONS = 4;
+/** How often the driver reads cachesync's /metrics while waiting: each read costs cachesync a little CPU. */
+const METRICS_POLL_MS = 50;
+/** How often the driver reads the topic's high watermarks (costs the broker, not cachesync). */
+const TOPIC_POLL_MS = 20;
+const READY_TIMEOUT_MS = 120_000;
+
+export interface BenchContext {
+  endpoints: StackEndpoints;
+  /** Root connection to MariaDB: DDL and the INSERTs. */
+  sql: mysql.Connection;
+  /** Connections for the single-row UPDATEs, all opened beforehand. */
+  pool: mysql.Pool;
+  redis: Redis;
+  /** Put in subscriber mode by the latency scenario. */
+  subscriber: Redis;
+  admin: Admin;
+  cleanup: Cleanup;
+  /** Where the cachesync configs and logs go. */
+  dir: string;
+  metricsPort: number;
+  rows: number;
+  rate: number;
+  seconds: number;
+  progress: (msg: string) => void;
+}
+
+/** cachesync's use of the machine over the measured phase, and the bench driver's. */
+export interface CachesyncUsage extends PhaseUsage {
+  /** cpuSeconds per row (per update in the latency scenario), microseconds. */
+  cpuMicrosPerRow: number;
+  driverCpuSeconds: number;
+  logFile: string;
+}
+
+export interface InsertFigures {
+  statements: number;
+  /** First INSERT until the last COMMIT returned. */
+  seconds: number;
+  rowsPerSecond: number;
+}
+
+export interface MariadbResult {
+  scenario: 'mariadb';
+  rows: number;
+  insert: InsertFigures;
+  driverCpuSeconds: number;
+  ok: boolean;
+}
+
+export interface BulkResult {
+  scenario: 'tailer' | 'both' | 'rich';
+  rows: number;
+  /** The INSERTs, as MariaDB took them while cachesync ran. */
+  insert: InsertFigures;
+  /** First INSERT until every row was on the topic (tailer) or applied to Redis (both, rich). */
+  seconds: number;
+  rowsPerSecond: number;
+  cachesync: CachesyncUsage;
+  /** What Redis held afterwards; empty for the tailer. */
+  keys: KeyCheck[];
+  ok: boolean;
+}
+
+export interface LatencyResult {
+  scenario: 'latency';
+  /** The rows the updates pick from, inserted and applied before measuring. */
+  loadedRows: number;
+  updates: SteadyUpdatesResult;
+  /** Over the updates; per row means per update issued. */
+  cachesync: CachesyncUsage;
+  ok: boolean;
+}
+
+export type ScenarioResult = MariadbResult | BulkResult | LatencyResult;
+
+/** One scenario, the `run`th time: its own table, topics, group and cachesync process. */
+export async function runScenario(
+  ctx: BenchContext,
+  scenario: ScenarioName,
+  run: number,
+): Promise<ScenarioResult> {
+  const log = (msg: string) => ctx.progress(`${scenario} #${run}: ${msg}`);
+  const name = `${scenario}-${run}`;
+  const table = `${DB}.${scenario}_${run}`;
+  await ctx.sql.query(`CREATE TABLE ${table} ${TABLE_COLUMNS}`);
+  // Nothing left from another scenario: its keys, version guards and delayed deletes.
+  await ctx.redis.flushall();
+  try {
+    switch (scenario) {
+      case 'mariadb':
+        return await mariadb(ctx, table, log);
+      case 'tailer':
+        return await bulk(ctx, { scenario, name, table, role: 'tailer', keys: [ITEM_KEY] }, log);
+      case 'both':
+        return await bulk(ctx, { scenario, name, table, role: 'all', keys: [ITEM_KEY] }, log);
+      case 'rich':
+        return await bulk(ctx, { scenario, name, table, role: 'all', keys: RICH_KEYS }, log);
+      case 'latency':
+        return await latency(ctx, name, table, log);
+    }
+  } finally {
+    await ctx.sql.query(`DROP TABLE IF EXISTS ${table}`);
+  }
+}
+
+/** One key of a mapping, and how the bench checks it afterwards. */
+export interface KeySpec {
+  prefix: string;
+  yaml: string[];
+  check: KeyCheck['format'];
+}
+
+const ITEM_KEY: KeySpec = {
+  prefix: 'item:',
+  yaml: ['action: refresh', 'format: json'],
+  check: 'json',
+};
+
+/** Per row: a JSON refresh key, a hash refresh key and an invalidate key deleted again 500 ms later. */
+const RICH_KEYS: KeySpec[] = [
+  { prefix: 'user:', yaml: ['action: refresh', 'format: json'], check: 'json' },
+  { prefix: 'userh:', yaml: ['action: refresh', 'format: hash'], check: 'hash' },
+  { prefix: 'userx:', yaml: ['action: invalidate', 'delayedRedelete: 500ms'], check: 'deleted' },
+];
+
+async function mariadb(ctx: BenchContext, table: string, log: (msg: string) => void): Promise<MariadbResult> {
+  await warmUpRow(ctx.sql, table);
+  log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT, no cachesync running`);
+  const cpu = driverCpu();
+  const { statements, seconds } = await insertRows(ctx.sql, table, ctx.rows, ROWS_PER_STATEMENT);
+  const driverCpuSeconds = cpu.stop();
+  return {
+    scenario: 'mariadb',
+    rows: ctx.rows,
+    insert: { statements, seconds, rowsPerSecond: ctx.rows / seconds },
+    driverCpuSeconds,
+    ok: true,
+  };
+}
+
+async function bulk(
+  ctx: BenchContext,
+  spec: {
+    scenario: BulkResult['scenario'];
+    name: string;
+    table: string;
+    role: 'tailer' | 'all';
+    keys: KeySpec[];
+  },
+  log: (msg: string) => void,
+): Promise<BulkResult> {
+  return withCachesync(ctx, spec, log, async (proc, topic) => {
+    const progress = spec.role === 'tailer' ? onTopic(ctx.admin, topic, proc) : applied(proc, spec.table);
+    await proc.guard(warmUp(ctx.sql, spec.table, progress));
+    log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT`);
+    const base = await progress.read();
+    const { result: timing, usage } = await measured(proc, () =>
+      insertAndWait({
+        sql: ctx.sql,
+        table: spec.table,
+        rows: ctx.rows,
+        rowsPerStatement: ROWS_PER_STATEMENT,
+        progress,
+        base,
+        log,
+      }),
+    );
+    const keys: KeyCheck[] = [];
+    if (spec.role !== 'tailer') {
+      log('checking the keys in Redis');
+      for (const key of spec.keys) {
+        keys.push(await checkKeys(ctx.redis, { prefix: key.prefix, format: key.check, rows: ctx.rows }));
+      }
+    }
+    return {
+      scenario: spec.scenario,
+      rows: ctx.rows,
+      insert: {
+        statements: timing.statements,
+        seconds: timing.insertSeconds,
+        rowsPerSecond: ctx.rows / timing.insertSeconds,
+      },
+      seconds: timing.seconds,
+      rowsPerSecond: ctx.rows / timing.seconds,
+      cachesync: { ...usage, cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / ctx.rows, logFile: proc.logFile },
+      keys,
+      ok: keys.every((k) => k.ok),
+    };
+  });
+}
+
+async function latency(
+  ctx: BenchContext,
+  name: string,
+  table: string,
+  log: (msg: string) => void,
+): Promise<LatencyResult> {
+  const spec = { name, table, role: 'all' as const, keys: [ITEM_KEY] };
+  return withCachesync(ctx, spec, log, async (proc) => {
+    const progress = applied(proc, table);
+    await proc.guard(warmUp(ctx.sql, table, progress));
+    log(`loading ${ctx.rows} rows through cachesync (not measured)`);
+    await proc.guard(
+      insertAndWait({
+        sql: ctx.sql,
+        table,
+        rows: ctx.rows,
+        rowsPerStatement: ROWS_PER_STATEMENT,
+        progress,
+        base: await progress.read(),
+        log,
+      }),
+    );
+    log(`updating ${ctx.rate} rows/s for ${ctx.seconds} s`);
+    const { result: updates, usage } = await measured(proc, () =>
+      runSteadyUpdates({
+        pool: ctx.pool,
+        redis: ctx.redis,
+        subscriber: ctx.subscriber,
+        runtimeHistogram: async () =>
+          histogramOf(await proc.scrape(), 'cachesync_end_to_end_latency_seconds'),
+        table,
+        ids: ctx.rows,
+        keyPrefix: ITEM_KEY.prefix,
+        redisDb: ctx.redis.options.db ?? 0,
+        rate: ctx.rate,
+        seconds: ctx.seconds,
+        progress: log,
+      }),
+    );
+    return {
+      scenario: 'latency',
+      loadedRows: ctx.rows,
+      updates,
+      cachesync: {
+        ...usage,
+        cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / Math.max(1, updates.issued),
+        logFile: proc.logFile,
+      },
+      ok: updates.missing === 0 && updates.failed === 0,
+    };
+  });
+}
+
+/** Runs the measured phase, and measures cachesync's (and this process's) use of the machine over it. */
+async function measured<T>(
+  proc: CachesyncProcess,
+  work: () => Promise<T>,
+): Promise<{ result: T; usage: ReturnType<PhaseMonitor['stop']> }> {
+  const monitor = new PhaseMonitor(proc.pid);
+  try {
+    const result = await proc.guard(work());
+    return { result, usage: monitor.stop() };
+  } finally {
+    monitor.cancel();
+  }
+}
+
+/**
+ * Starts cachesync on a config of its own (topic, DLQ and checkpoint topics, group named after the
+ * scenario), waits until it is ready, runs `body`, stops it and deletes its topics.
+ */
+async function withCachesync<T>(
+  ctx: BenchContext,
+  spec: { name: string; table: string; role: 'tailer' | 'all'; keys: KeySpec[] },
+  log: (msg: string) => void,
+  body: (proc: CachesyncProcess, topic: string) => Promise<T>,
+): Promise<T> {
+  const file = join(ctx.dir, `${spec.name}.yaml`);
+  writeFileSync(file, configYaml(ctx, spec.name, spec.table, spec.keys));
+  const config = await loadConfig(file, { env: {} });
+  const { topic, dlqTopic, checkpointTopic } = config.kafka;
+  const logFile = join(ctx.dir, `${spec.name}.log`);
+  log(`starting cachesync --role ${spec.role} (log: ${logFile})`);
+  const proc = CachesyncProcess.start({
+    config: file,
+    role: spec.role,
+    metricsHost: config.metrics.host,
+    metricsPort: config.metrics.port,
+    logFile,
+  });
+  const stop = () => proc.stop(log);
+  ctx.cleanup.add(`cachesync ${spec.name}`, stop);
+  try {
+    await proc.waitReady(READY_TIMEOUT_MS);
+    return await body(proc, topic);
+  } catch (err) {
+    if (!(err as Error).message?.includes(logFile))
+      ctx.progress(`cachesync's log for ${spec.name}: ${logFile}`);
+    throw err;
+  } finally {
+    await stop();
+    await ctx.admin
+      .deleteTopics({ topics: [topic, dlqTopic, checkpointTopic] })
+      .catch((err: Error) => log(`could not delete its topics: ${err.message}`));
+  }
+}
+
+/** The config of one scenario: the stack's servers, a topic of 4 partitions, one mapping. */
+export function configYaml(
+  ctx: BenchContext,
+  name: string,
+  table: string,
+  keys: KeySpec[] = [ITEM_KEY],
+): string {
+  return [
+    ...stackConfigSections(ctx.endpoints, { name: `bench-${name}`, partitions: PARTITIONS }),
+    'metrics:',
+    `  port: ${ctx.metricsPort}`,
+    '  host: 127.0.0.1',
+    'log:',
+    '  level: warn',
+    'mappings:',
+    `  - table: ${table}`,
+    '    keys:',
+    ...keys.flatMap((key) => [
+      `      - key: "${key.prefix}{id}"`,
+      ...key.yaml.map((line) => `        ${line}`),
+    ]),
+    '',
+  ].join('\n');
+}
+
+/** Messages on the topic: the sum of its partitions' high watermarks. */
+function onTopic(admin: Admin, topic: string, proc: CachesyncProcess): Progress {
+  return {
+    what: 'on the topic',
+    read: async () => {
+      const offsets = await proc.guard(admin.fetchTopicOffsets(topic));
+      return offsets.reduce((sum, p) => sum + Number(p.high), 0);
+    },
+    pollMs: TOPIC_POLL_MS,
+  };
+}
+
+/** Changes of the table applied to Redis, from cachesync's /metrics. */
+function applied(proc: CachesyncProcess, table: string): Progress {
+  return {
+    what: 'applied',
+    read: async () => counterSum(await proc.scrape(), 'cachesync_changes_applied_total', { table }),
+    pollMs: METRICS_POLL_MS,
+  };
+}
+
+/** The warm-up row's insert and delete, with no wait: the database's own warm-up. */
+async function warmUpRow(sql: mysql.Connection, table: string): Promise<void> {
+  await sql.query(`INSERT INTO ${table} (id, name, price, updated_at) VALUES (0, 'warm-up', 0, NOW(6))`);
+  await sql.query(`DELETE FROM ${table} WHERE id = 0`);
+}
+
+/**
+ * One insert and one delete through the pipeline before measuring, so that the consumer group's
+ * join, the first produce and the first connections are not part of the measured phase.
+ */
+async function warmUp(sql: mysql.Connection, table: string, progress: Progress): Promise<void> {
+  const before = await progress.read();
+  await warmUpRow(sql, table);
+  const deadline = performance.now() + READY_TIMEOUT_MS;
+  while ((await progress.read()) < before + 2) {
+    if (performance.now() > deadline) {
+      throw new Error(`the warm-up changes were not ${progress.what} within ${READY_TIMEOUT_MS / 1000} s`);
+    }
+    await sleep(progress.pollMs);
+  }
+}
