@@ -56,6 +56,65 @@ export function encodeChangeEvent(event: ChangeEvent): string {
   return JSON.stringify(event);
 }
 
+/**
+ * Encodes the row changes of one binlog rows event: the parts every row of the event shares (op,
+ * table, binlog coordinates, read time) are rendered once, and each row adds its images and seq.
+ * The text is the same JSON object as {@link encodeChangeEvent} of the equivalent event, with the
+ * keys in the same order; only fewer objects are built on the way (the tailer's hottest path).
+ */
+export class RowChangeEncoder {
+  private readonly head: string;
+  private readonly sourceHead: string;
+  private readonly tail: string;
+  private readonly keyHead: string;
+
+  /**
+   * `source.version` of each row is `versionPrefix` followed by the seq passed to {@link encode}.
+   * Images handed to {@link encode} must be JSON-safe already (see normalizeRowInPlace).
+   */
+  constructor(
+    readonly op: Exclude<Op, 't'>,
+    readonly db: string,
+    readonly table: string,
+    source: Omit<ChangeSource, 'version'>,
+    private readonly versionPrefix: string,
+    readAtMs: number,
+    private readonly pkColumns: readonly string[],
+  ) {
+    this.head = `{"op":"${op}","db":${JSON.stringify(db)},"table":${JSON.stringify(table)},"pk":`;
+    this.sourceHead =
+      `,"source":{"file":${JSON.stringify(source.file)},"pos":${source.pos}` +
+      (source.gtid !== undefined ? `,"gtid":${JSON.stringify(source.gtid)}` : '') +
+      `,"ts_ms":${source.ts_ms},"version":${JSON.stringify(versionPrefix).slice(0, -1)}`;
+    this.tail = `"},"ts_ms":${readAtMs}}`;
+    this.keyHead = `${db}.${table}`;
+  }
+
+  /** The message key and value of one row change: seq orders it within its transaction (from 1). */
+  encode(before: Row | null, after: Row | null, seq: number): { key: string; value: string } {
+    const image = (before ?? after)!;
+    const pk: Record<string, unknown> = {};
+    let key = this.keyHead;
+    for (let i = 0; i < this.pkColumns.length; i++) {
+      const column = this.pkColumns[i]!;
+      const value = image[column] ?? null;
+      pk[column] = value;
+      key += ':' + (value === null ? '' : valueText(value));
+    }
+    const value =
+      this.head +
+      JSON.stringify(pk) +
+      ',"before":' +
+      JSON.stringify(before) +
+      ',"after":' +
+      JSON.stringify(after) +
+      this.sourceHead +
+      String(seq) +
+      this.tail;
+    return { key, value };
+  }
+}
+
 const OPS: readonly string[] = ['c', 'u', 'd', 't'];
 
 /** Parses and checks a change event; throws a message saying what is malformed. */

@@ -20,6 +20,20 @@ export function normalizeRow(row: Readonly<Record<string, unknown>>): Row {
   return out;
 }
 
+/**
+ * normalizeRow without the copy, for a row nobody else holds (a freshly decoded binlog row): only
+ * the values that need it are replaced, so the common row of strings and small numbers costs one
+ * pass and no allocation.
+ */
+export function normalizeRowInPlace(row: Record<string, unknown>): Row {
+  for (const column in row) {
+    const value = row[column];
+    if (typeof value === 'string' || (typeof value === 'number' && Number.isSafeInteger(value))) continue;
+    row[column] = normalizeValue(value);
+  }
+  return row;
+}
+
 /** The text form of a row value: scalars as themselves, objects (JSON columns) as JSON. */
 export function valueText(value: unknown): string {
   switch (typeof value) {

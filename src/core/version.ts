@@ -35,16 +35,24 @@ export function binlogFileIndex(filename: string): number {
  * binlog file `filename`, read in source epoch `epoch`.
  */
 export function makeVersion(epoch: number, filename: string, txPosition: number, seq: number): Version {
-  for (const [name, value] of [
-    ['epoch', epoch],
-    ['txPosition', txPosition],
-    ['seq', seq],
-  ] as const) {
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw new RangeError(`version ${name} must be a non-negative integer, got ${value}`);
-    }
+  checkPart('seq', seq);
+  return `${versionPrefix(epoch, filename, txPosition)}${seq}`;
+}
+
+/**
+ * `epoch:file:pos:`, the part every change of one transaction shares: its versions are this prefix
+ * followed by their seq (from 1). A reader of many rows builds it once per transaction.
+ */
+export function versionPrefix(epoch: number, filename: string, txPosition: number): string {
+  checkPart('epoch', epoch);
+  checkPart('txPosition', txPosition);
+  return `${epoch}:${binlogFileIndex(filename)}:${txPosition}:`;
+}
+
+function checkPart(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`version ${name} must be a non-negative integer, got ${value}`);
   }
-  return `${epoch}:${binlogFileIndex(filename)}:${txPosition}:${seq}`;
 }
 
 /**

@@ -1,4 +1,13 @@
-import { Kafka, logLevel, type KafkaConfig as KafkajsConfig, type LogEntry, type SASLOptions } from 'kafkajs';
+import { promisify } from 'node:util';
+import { constants as zlibConstants, gzip, unzip } from 'node:zlib';
+import kafkajs, {
+  CompressionTypes,
+  Kafka,
+  logLevel,
+  type KafkaConfig as KafkajsConfig,
+  type LogEntry,
+  type SASLOptions,
+} from 'kafkajs';
 import type { KafkaConfig } from '../config/types.js';
 import { tlsFinding, type Finding } from '../core/finding.js';
 import type { Logger } from '../observability/logger.js';
@@ -9,6 +18,22 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.INFO]: 'info',
   [logLevel.DEBUG]: 'debug',
 };
+
+const gzipAsync = promisify(gzip);
+const unzipAsync = promisify(unzip);
+
+/**
+ * kafkajs' gzip codec compresses at zlib's default level (6). The tailer compresses at level 1
+ * instead: on change events (JSON with repeated field names) it keeps most of the size saving for
+ * a fraction of the CPU, and the compression runs on libuv's thread pool either way. Decompression
+ * reads every level.
+ */
+// A named import of CompressionCodecs fails under Node's ESM loader (kafkajs is CommonJS and
+// Node's export detection misses it), so it is read off the module object.
+kafkajs.CompressionCodecs[CompressionTypes.GZIP] = () => ({
+  compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level: zlibConstants.Z_BEST_SPEED }),
+  decompress: (buffer: Buffer) => unzipAsync(buffer),
+});
 
 /**
  * kafkajs logs these at warn or error while it retries them itself (a broker starting, a group

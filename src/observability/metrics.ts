@@ -1,6 +1,8 @@
 import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ConsumerEvents } from '../consumer/change-consumer.js';
+import type { TailerEvents } from '../tailer/tailer.js';
+import { binlogFileIndex } from '../core/version.js';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -147,6 +149,61 @@ export class Metrics {
   private histogram<L extends string>(name: string, help: string, labelNames: L[], buckets: number[]) {
     return new Histogram<L>({ name, help, labelNames, buckets, registers: [this.registry] });
   }
+}
+
+/** Turns a tailer's events into its series, with the same guarantee as {@link observeConsumer}. */
+export function observeTailer(tailer: Pick<EventEmitter<TailerEvents>, 'on'>, metrics: Metrics): void {
+  tailer.on(
+    'read',
+    safely(({ table, op, rows }) => metrics.rowsRead.inc({ table, op }, rows)),
+  );
+  tailer.on(
+    'sourceLag',
+    safely((seconds) => metrics.sourceLag.set(seconds)),
+  );
+  tailer.on(
+    'buffered',
+    safely((changes) => metrics.bufferedEvents.set(changes)),
+  );
+  tailer.on(
+    'sourcePaused',
+    safely((paused) => metrics.sourcePaused.set(paused ? 1 : 0)),
+  );
+  tailer.on(
+    'reconnect',
+    safely(() => metrics.binlogReconnects.inc()),
+  );
+  tailer.on(
+    'epoch',
+    safely((epoch) => metrics.sourceEpoch.set(epoch)),
+  );
+  tailer.on(
+    'publishAttempt',
+    safely(({ ok, seconds }) => {
+      metrics.publishLatency.observe(seconds);
+      metrics.publishBatches.inc({ result: ok ? 'ok' : 'error' });
+    }),
+  );
+  tailer.on(
+    'published',
+    safely(({ messages }) => metrics.publishBatchSize.observe(messages)),
+  );
+  tailer.on(
+    'publishRetry',
+    safely(() => metrics.retries.inc({ stage: 'publish', reason: 'kafka' })),
+  );
+  tailer.on(
+    'deadLettered',
+    safely(({ table, errorClass }) => metrics.dlqMessages.inc({ table, error_class: errorClass })),
+  );
+  tailer.on(
+    'checkpointSaved',
+    safely((cp) => {
+      metrics.checkpointTimestamp.set(cp.commitTsMs / 1000);
+      metrics.checkpointPosition.set({ part: 'file' }, binlogFileIndex(cp.file));
+      metrics.checkpointPosition.set({ part: 'offset' }, cp.pos);
+    }),
+  );
 }
 
 /**

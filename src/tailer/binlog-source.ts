@@ -7,11 +7,11 @@ import ZongJi, {
   type WriteRowsEvent,
 } from '@vlasky/zongji';
 import type { StartPosition } from '../config/types.js';
-import type { ChangeEvent, Op } from '../core/change-event.js';
+import { RowChangeEncoder, type ChangeEvent, type Op } from '../core/change-event.js';
 import { parseTableDdl } from '../core/ddl.js';
 import type { ColumnKind, Row } from '../core/key-template.js';
-import { normalizeRow } from '../core/row-value.js';
-import { makeVersion } from '../core/version.js';
+import { normalizeRowInPlace } from '../core/row-value.js';
+import { makeVersion, versionPrefix } from '../core/version.js';
 import type { SourceConnectionOptions } from './source-connection.js';
 
 /** A point in the binlog where a transaction has just ended: a safe place to resume from. */
@@ -22,8 +22,26 @@ export interface BinlogPosition {
   gtidSet?: string;
 }
 
+/** A row change, encoded as the message it is published as. */
+export interface EncodedChange {
+  /** The message key: `<db>.<table>:<primary key values>`. */
+  key: string;
+  /** The change event's JSON. */
+  value: string;
+}
+
 /** What the source hands on, in binlog order. */
 export type SourceItem =
+  /** The row changes of one binlog rows event: one table, one op, already encoded. */
+  | {
+      kind: 'rows';
+      table: string;
+      op: Exclude<Op, 't'>;
+      changes: EncodedChange[];
+      /** The server's commit time of their transaction, epoch ms. */
+      commitTsMs: number;
+    }
+  /** A change built as an object: table-level (`t`) changes. */
   | { kind: 'change'; event: ChangeEvent }
   /**
    * Everything before this item belongs to transactions that are complete. `epoch` and `server`
@@ -60,7 +78,7 @@ interface QueryConnection {
   query(sql: string, callback: (err: Error | null) => void): void;
 }
 
-const ROW_OPS: Record<string, Op> = { writerows: 'c', updaterows: 'u', deleterows: 'd' };
+const ROW_OPS: Record<string, Exclude<Op, 't'>> = { writerows: 'c', updaterows: 'u', deleterows: 'd' };
 
 /**
  * One binlog connection (zongji) turned into change events of the mapped tables and commit
@@ -72,7 +90,9 @@ export class BinlogSource {
   private readonly now: () => number;
   /** Primary key columns by table id, from the table map events (binlog_row_metadata=FULL). */
   private readonly primaryKeys = new Map<number, string[]>();
-  private txKey = '';
+  private txFile = '';
+  private txPos = -1;
+  private versionPrefix = '';
   /** The XA transaction being read (between XA START and its prepare): its changes are held. */
   private xa: { xid: string; items: SourceItem[] } | undefined;
   /** The xid of the XA transaction whose XA COMMIT or XA ROLLBACK group is being read (MariaDB). */
@@ -259,28 +279,38 @@ export class BinlogSource {
     }
   }
 
-  private emitRows(event: WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent, op: Op): void {
+  private emitRows(event: WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent, op: Exclude<Op, 't'>): void {
     const meta = event.tableMap[event.tableId];
     if (!meta) return;
     const db = meta.parentSchema;
     const table = meta.tableName;
-    if (!this.opts.tables.has(`${db}.${table}`)) return;
-    const pkColumns = this.primaryKeys.get(event.tableId) ?? [];
-    const readAt = this.now();
-    for (const raw of event.rows) {
+    const qualified = `${db}.${table}`;
+    if (!this.opts.tables.has(qualified)) return;
+    const { file, pos } = this.transaction();
+    const encoder = new RowChangeEncoder(
+      op,
+      db,
+      table,
+      { file, pos, ...(event.gtid ? { gtid: event.gtid } : {}), ts_ms: event.timestamp },
+      this.versionPrefix,
+      this.now(),
+      this.primaryKeys.get(event.tableId) ?? [],
+    );
+    const changes: EncodedChange[] = new Array<EncodedChange>(event.rows.length);
+    for (let i = 0; i < event.rows.length; i++) {
+      // zongji decodes a fresh object per row image and keeps none: they are normalized in place.
+      const raw = event.rows[i] as Record<string, unknown>;
       let before: Row | null = null;
       let after: Row | null = null;
       if (op === 'u') {
         const pair = raw as { before: Record<string, unknown>; after: Record<string, unknown> };
-        before = normalizeRow(pair.before);
-        after = normalizeRow(pair.after);
-      } else if (op === 'c') after = normalizeRow(raw as Record<string, unknown>);
-      else before = normalizeRow(raw as Record<string, unknown>);
-      const image = (before ?? after)!;
-      const pk: Record<string, unknown> = {};
-      for (const c of pkColumns) pk[c] = image[c] ?? null;
-      this.emitChange({ op, db, table, pk, before, after, source: this.source(event), ts_ms: readAt });
+        before = normalizeRowInPlace(pair.before);
+        after = normalizeRowInPlace(pair.after);
+      } else if (op === 'c') after = normalizeRowInPlace(raw);
+      else before = normalizeRowInPlace(raw);
+      changes[i] = encoder.encode(before, after, ++this.seq);
     }
+    this.emitItem({ kind: 'rows', table: qualified, op, changes, commitTsMs: event.timestamp });
   }
 
   private emitTableDdl(event: QueryEvent): void {
@@ -309,29 +339,39 @@ export class BinlogSource {
     }
   }
 
-  private source(event: BinlogEvent): ChangeEvent['source'] {
-    // zongji holds filename/position at the transaction's start until its commit, so this pair
-    // names the transaction; seq orders the changes inside it.
+  /**
+   * The transaction being read: zongji holds filename/position at the transaction's start until its
+   * commit, so this pair names the transaction, and seq orders the changes inside it.
+   */
+  private transaction(): { file: string; pos: number } {
     const { filename } = this.zongji.options as { filename: string };
-    const position = Number((this.zongji.options as { position: number | string }).position);
-    const txKey = `${filename}:${position}`;
-    if (txKey !== this.txKey) {
-      this.txKey = txKey;
+    const pos = Number((this.zongji.options as { position: number | string }).position);
+    if (filename !== this.txFile || pos !== this.txPos) {
+      this.txFile = filename;
+      this.txPos = pos;
       this.seq = 0;
+      this.versionPrefix = versionPrefix(this.opts.epoch, filename, pos);
     }
-    const version = makeVersion(this.opts.epoch, filename, position, ++this.seq);
+    return { file: filename, pos };
+  }
+
+  private source(event: BinlogEvent): ChangeEvent['source'] {
+    const { file, pos } = this.transaction();
     return {
-      file: filename,
-      pos: position,
+      file,
+      pos,
       ...(event.gtid ? { gtid: event.gtid } : {}),
       ts_ms: event.timestamp,
-      version,
+      version: makeVersion(this.opts.epoch, file, pos, ++this.seq),
     };
   }
 
   /** Hands a change on, or holds it while its XA transaction's fate is unknown. */
   private emitChange(event: ChangeEvent): void {
-    const item: SourceItem = { kind: 'change', event };
+    this.emitItem({ kind: 'change', event });
+  }
+
+  private emitItem(item: SourceItem): void {
     if (this.xa) this.xa.items.push(item);
     else this.opts.onItem(item);
   }

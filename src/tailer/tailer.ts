@@ -1,19 +1,16 @@
 import { EventEmitter } from 'node:events';
-import type { Kafka, Message, Producer } from 'kafkajs';
-import { CompressionTypes, Partitioners } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
+import { Partitioners } from 'kafkajs';
 import type { CompiledConfig, StartPosition } from '../config/types.js';
-import { encodeChangeEvent, messageKey, type ChangeEvent, type Op } from '../core/change-event.js';
-import type { Row } from '../core/key-template.js';
-import { DLQ_HEADERS } from '../consumer/dead-letters.js';
+import { encodeChangeEvent, messageKey, type Op } from '../core/change-event.js';
 import { withDeadline } from '../core/deadline.js';
 import { CachesyncError, errorKind, FatalError, UnavailableError } from '../core/errors.js';
 import { backoffDelay, pause, retry, type BackoffPolicy } from '../core/retry.js';
-import { binlogFileIndex } from '../core/version.js';
 import { createKafka, ensureTopics, partitionCount } from '../kafka/kafka-client.js';
-import { classifyKafkaError, isTooLarge, needsNewProducer } from '../kafka/kafka-errors.js';
+import { partitionFor } from '../kafka/partitioner.js';
 import { classifyMysqlError } from './mysql-errors.js';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
+import { observeTailer, type Metrics } from '../observability/metrics.js';
 import type { ColumnKind } from '../core/key-template.js';
 import { BinlogSource, type BinlogPosition, type SourceItem } from './binlog-source.js';
 import { readColumnKinds, readServerState } from './source-checks.js';
@@ -25,7 +22,10 @@ import {
   resolveStart,
   type ServerState,
 } from './source-epoch.js';
+import { ChangeQueue } from './change-queue.js';
 import { KafkaCheckpointStore, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
+import { Checkpointer, type CheckpointerEvents } from './checkpointer.js';
+import { errorText, Publisher, type PublisherEvents } from './publisher.js';
 
 export type TailerState =
   'starting' | 'streaming' | 'paused' | 'reconnecting' | 'stopping' | 'stopped' | 'failed';
@@ -45,18 +45,6 @@ export class BinlogPurgedError extends CachesyncError {
     );
   }
 }
-
-/** A change waiting for Kafka, held as the message it is sent as. */
-interface QueuedChange {
-  kind: 'change';
-  key: string;
-  value: string;
-  op: Op;
-  /** `db.table`. */
-  table: string;
-}
-
-type Queued = QueuedChange | Extract<SourceItem, { kind: 'commit' }>;
 
 export interface TailerOptions {
   config: Pick<CompiledConfig, 'source' | 'kafka' | 'tailer' | 'mappings'>;
@@ -82,7 +70,22 @@ export interface TailerOptions {
 /** Which server a stalled tailer waits for. */
 export type TailerWaitingOn = 'kafka' | 'mysql';
 
-const COMMIT_SAVE_INTERVAL_MS = 1000;
+/** What the tailer reports as it works; the metrics module turns these into series. */
+export interface TailerEvents extends PublisherEvents, CheckpointerEvents {
+  state: [TailerState];
+  /** Row changes read from the binlog (one binlog rows event at a time). */
+  read: [{ table: string; op: Op; rows: number }];
+  /** How far behind the source the tailer reads, seconds (0 once the server says all is read). */
+  sourceLag: [seconds: number];
+  /** Changes read and not yet acknowledged by Kafka. */
+  buffered: [changes: number];
+  /** Binlog reading paused (the buffer is full) or resumed. */
+  sourcePaused: [paused: boolean];
+  /** A binlog connection is being re-opened. */
+  reconnect: [];
+  /** The source epoch of the binlog connection just opened. */
+  epoch: [epoch: number];
+}
 
 /**
  * Reads the binlog and publishes every change of a mapped table to the change topic, keyed by row,
@@ -90,17 +93,13 @@ const COMMIT_SAVE_INTERVAL_MS = 1000;
  * all acknowledged; a broken binlog connection is re-opened from the last boundary read; a slow or
  * absent Kafka pauses binlog reading instead of growing memory.
  */
-export class Tailer extends EventEmitter<{ state: [TailerState] }> {
+export class Tailer extends EventEmitter<TailerEvents> {
   private state_: TailerState = 'starting';
   private closing = false;
   private source: BinlogSource | undefined;
-  private readonly queue: Queued[] = [];
-  private queueHead = 0;
-  private bufferedChanges = 0;
-  /** JSON bytes of the changes in the queue. */
-  private bufferedBytes = 0;
-  /** Per mapped table, the columns its keys are rendered from (what an oversized change keeps). */
-  private readonly keyColumns: Map<string, Set<string>>;
+  private readonly queue = new ChangeQueue();
+  private readonly publisher: Publisher;
+  private readonly checkpointer: Checkpointer;
   private wake: (() => void) | undefined;
   /** Last boundary read: a new binlog connection resumes here. */
   private resumeFrom: BinlogPosition | StartPosition;
@@ -109,9 +108,6 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private resumeServer: string | undefined;
   /** Identity of the server the current binlog connection reads. */
   private sourceServer: string | undefined;
-  private acked: Checkpoint | undefined;
-  private lastSavedAtMs = 0;
-  private savedVersion: string | undefined;
   private reconnecting: Promise<void> | undefined;
   /** A fatal error from a reconnect, surfaced by the publish loop. */
   private fatal: Error | undefined;
@@ -125,8 +121,6 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private readonly heartbeatMs: number;
   /** Aborted by close(): backoffs end at once. */
   private readonly stop = new AbortController();
-  /** When the produce request in flight was sent (epoch ms), if one is. */
-  private sendingSinceMs: number | undefined;
   /** When the binlog stream last delivered anything, heartbeats included (epoch ms). */
   private lastBinlogMs = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
@@ -135,22 +129,43 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
 
   private constructor(
     private readonly opts: TailerOptions,
-    private producer: Producer,
-    private readonly newProducer: () => Producer,
-    private readonly checkpoints: CheckpointStore,
+    producer: Producer,
+    newProducer: () => Producer,
+    checkpoints: CheckpointStore,
     private readonly partitions: number,
     checkpoint: Checkpoint | undefined,
   ) {
     super();
+    observeTailer(this, opts.metrics);
     this.log = opts.logger.child({ component: 'tailer' });
     this.tables = new Set(opts.config.mappings.map((m) => m.table));
-    this.keyColumns = new Map(
-      opts.config.mappings.map((m) => [m.table, new Set(m.keys.flatMap((k) => k.template.columns))]),
-    );
     this.backoff = opts.backoff ?? { initialMs: 200, maxMs: 10_000 };
     this.stallMs = opts.stallMs ?? 3000;
     this.heartbeatMs = opts.heartbeatMs ?? 1000;
-    this.acked = checkpoint;
+    const abandoned = () => this.abandoned;
+    this.publisher = new Publisher({
+      producer,
+      newProducer,
+      topic: opts.config.kafka.topic,
+      dlqTopic: opts.config.kafka.dlqTopic,
+      partitions,
+      compression: opts.config.tailer.compression,
+      keyColumns: new Map(
+        opts.config.mappings.map((m) => [m.table, new Set(m.keys.flatMap((k) => k.template.columns))]),
+      ),
+      backoff: this.backoff,
+      logger: this.log,
+      events: this,
+      abandoned,
+    });
+    this.checkpointer = new Checkpointer({
+      store: checkpoints,
+      initial: checkpoint,
+      backoff: this.backoff,
+      logger: this.log,
+      events: this,
+      abandoned,
+    });
     this.resumeFrom = checkpoint ?? opts.config.source.start;
     this.resumeEpoch = checkpoint?.epoch;
     this.resumeServer = checkpoint?.server;
@@ -198,7 +213,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
    * longer than the stall limit, MySQL while the binlog connection is being re-opened.
    */
   get waitingOn(): TailerWaitingOn | undefined {
-    if (this.sendingSinceMs !== undefined && Date.now() - this.sendingSinceMs > this.stallMs) return 'kafka';
+    const sendingSinceMs = this.publisher.sendingSinceMs;
+    if (sendingSinceMs !== undefined && Date.now() - sendingSinceMs > this.stallMs) return 'kafka';
     if (
       this.state_ === 'reconnecting' ||
       (this.state_ === 'starting' && this.source === undefined && this.runPromise)
@@ -214,7 +230,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
 
   /** The last checkpoint stored (Kafka acknowledged everything before it). */
   get checkpoint(): Checkpoint | undefined {
-    return this.acked;
+    return this.checkpointer.acked;
   }
 
   /** Streams until close(); rejects only on a fatal error (such as a purged binlog). */
@@ -241,8 +257,8 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
     await Promise.race([drained, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
     this.abandoned = true;
-    await this.producer.disconnect().catch(() => undefined);
-    await this.checkpoints.close().catch(() => undefined);
+    await this.publisher.disconnect().catch(() => undefined);
+    await this.checkpointer.close().catch(() => undefined);
     this.setState('stopped');
   }
 
@@ -317,8 +333,10 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       (state === 'paused' && this.state_ === 'streaming') ||
       (state === 'streaming' && this.state_ === 'paused');
     this.log[routine ? 'debug' : 'info']({ from: this.state_, to: state }, 'tailer state');
+    const was = this.state_;
     this.state_ = state;
     this.emit('state', state);
+    if (state === 'paused' || was === 'paused') this.emit('sourcePaused', state === 'paused');
   }
 
   /** Opens a binlog connection from the last boundary read, retrying until it works or is fatal. */
@@ -370,13 +388,13 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
             'new source epoch: every change read from now on is newer than every change read before',
           );
         }
-        this.opts.metrics.sourceEpoch.set(plan.epoch);
+        this.emit('epoch', plan.epoch);
         this.log.info(
           { from: describePosition(plan.from), server: server.identity, epoch: plan.epoch },
           'reading the binlog',
         );
         const start = source.position();
-        if (!this.acked && start) {
+        if (!this.checkpointer.acked && start) {
           // The first start has no checkpoint: the point it started from is one, and must be
           // stored before anything is read, or a crash inside the first transaction would
           // restart "from the end" and skip it. (A start by GTID learns its file only from the
@@ -384,17 +402,17 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
           this.resumeFrom = start;
           this.resumeEpoch = plan.epoch;
           this.resumeServer = server.identity;
-          this.acked = {
+          this.checkpointer.advance({
             ...start,
             commitTsMs: Date.now(),
             savedAtMs: 0,
             epoch: plan.epoch,
             server: server.identity,
-          };
-          await this.maybeSaveCheckpoint(true, true);
+          });
+          await this.checkpointer.save(true, true);
         }
         this.setState(
-          this.bufferedChanges >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming',
+          this.queue.changes >= this.opts.config.tailer.maxBufferedEvents ? 'paused' : 'streaming',
         );
         if (this.state_ === 'paused') source.pause();
       },
@@ -402,7 +420,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       {
         signal: this.stop.signal,
         onRetry: (err, attempt, delayMs) => {
-          this.opts.metrics.binlogReconnects.inc();
+          this.emit('reconnect');
           this.log.warn({ err: errorText(err), attempt, delayMs }, 'binlog connection failed; retrying');
         },
       },
@@ -453,7 +471,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   private onBinlogAlive(kind: 'event' | 'heartbeat'): void {
     this.lastBinlogMs = Date.now();
     // The server sends a heartbeat only when it has nothing else to send: everything is read.
-    if (kind === 'heartbeat') this.opts.metrics.sourceLag.set(0);
+    if (kind === 'heartbeat') this.emit('sourceLag', 0);
   }
 
   private onSourceError(source: BinlogSource, err: Error): void {
@@ -483,7 +501,7 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
       if (!(await pause(delayMs, this.stop.signal))) return;
       // Changes of the unfinished transaction were queued already; the new stream sends them
       // again from its start (duplicates are harmless downstream, gaps would not be).
-      this.opts.metrics.binlogReconnects.inc();
+      this.emit('reconnect');
       await this.connect();
     })()
       .catch((fatal: unknown) => {
@@ -496,278 +514,97 @@ export class Tailer extends EventEmitter<{ state: [TailerState] }> {
   }
 
   private enqueue(item: SourceItem): void {
-    const { maxBufferedEvents, maxBufferedBytes } = this.opts.config.tailer;
-    if (item.kind === 'change') {
-      const e = item.event;
-      // Held as the JSON it is sent as: a fraction of the memory of the decoded row images.
-      const value = encodeChangeEvent(e);
-      this.queue.push({ kind: 'change', key: messageKey(e), value, op: e.op, table: `${e.db}.${e.table}` });
-      this.bufferedChanges++;
-      this.bufferedBytes += value.length;
-      this.opts.metrics.rowsRead.inc({ table: `${e.db}.${e.table}`, op: e.op });
-      this.opts.metrics.sourceLag.set(Math.max(0, (Date.now() - e.source.ts_ms) / 1000));
-      const full = this.bufferedChanges >= maxBufferedEvents || this.bufferedBytes >= maxBufferedBytes;
+    switch (item.kind) {
+      case 'rows': {
+        for (const { key, value } of item.changes) {
+          this.queue.pushChange({
+            kind: 'change',
+            key,
+            value,
+            partition: partitionFor(key, this.partitions),
+            op: item.op,
+            table: item.table,
+          });
+        }
+        this.emit('read', { table: item.table, op: item.op, rows: item.changes.length });
+        this.emit('sourceLag', Math.max(0, (Date.now() - item.commitTsMs) / 1000));
+        break;
+      }
+      case 'change': {
+        const e = item.event;
+        const table = `${e.db}.${e.table}`;
+        // A table-level change goes to every partition: it names none.
+        this.queue.pushChange({
+          kind: 'change',
+          key: messageKey(e),
+          value: encodeChangeEvent(e),
+          op: e.op,
+          table,
+        });
+        this.emit('read', { table, op: e.op, rows: 1 });
+        this.emit('sourceLag', Math.max(0, (Date.now() - e.source.ts_ms) / 1000));
+        break;
+      }
+      case 'commit':
+        this.queue.pushCommit(item);
+        this.resumeFrom = item.position;
+        this.resumeEpoch = item.epoch;
+        this.resumeServer = item.server;
+        this.fruitlessReconnects = 0;
+        this.emit('sourceLag', Math.max(0, (Date.now() - item.commitTsMs) / 1000));
+        break;
+    }
+    if (item.kind !== 'commit') {
+      const { maxBufferedEvents, maxBufferedBytes } = this.opts.config.tailer;
+      const full = this.queue.changes >= maxBufferedEvents || this.queue.bytes >= maxBufferedBytes;
       if (full && this.state_ === 'streaming') {
         this.source?.pause();
-        this.opts.metrics.sourcePaused.set(1);
         this.setState('paused');
       }
-    } else {
-      this.queue.push(item);
-      this.resumeFrom = item.position;
-      this.resumeEpoch = item.epoch;
-      this.resumeServer = item.server;
-      this.fruitlessReconnects = 0;
-      this.opts.metrics.sourceLag.set(Math.max(0, (Date.now() - item.commitTsMs) / 1000));
+      this.emit('buffered', this.queue.changes);
     }
-    this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
     this.wake?.();
   }
 
   private async publishLoop(): Promise<void> {
-    const { batchSize, lingerMs, maxBufferedEvents, maxBufferedBytes } = this.opts.config.tailer;
-    while (!this.closing || this.queueHead < this.queue.length) {
+    const { batchSize, maxBatchBytes, lingerMs, maxBufferedEvents, maxBufferedBytes } =
+      this.opts.config.tailer;
+    while (!this.closing || !this.queue.empty) {
       if (this.fatal) throw this.fatal;
-      if (this.queueHead >= this.queue.length) {
+      if (this.queue.empty) {
         await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = undefined;
         continue;
       }
-      if (this.queue.length - this.queueHead < batchSize && lingerMs > 0 && !this.closing) {
+      if (this.queue.length < batchSize && lingerMs > 0 && !this.closing) {
         await new Promise((r) => setTimeout(r, lingerMs));
       }
-      const end = this.batchEnd(batchSize);
-      const items = this.queue.slice(this.queueHead, end);
-      const changes = items.filter((i): i is QueuedChange => i.kind === 'change');
-      if (changes.length > 0) await this.send(changes);
-      this.queueHead = end;
-      this.bufferedChanges -= changes.length;
-      for (const c of changes) this.bufferedBytes -= c.value.length;
-      this.compactQueue();
-      this.opts.metrics.bufferedEvents.set(this.bufferedChanges);
-      const lastCommit = items.findLast((i) => i.kind === 'commit');
-      if (lastCommit?.kind === 'commit') {
-        this.acked = {
-          ...lastCommit.position,
-          commitTsMs: lastCommit.commitTsMs,
+      const batch = this.queue.nextBatch(batchSize, maxBatchBytes, this.partitions);
+      if (batch.changes.length > 0) await this.publisher.send(batch.changes);
+      this.queue.release(batch);
+      this.emit('buffered', this.queue.changes);
+      const commit = batch.lastCommit;
+      if (commit) {
+        this.checkpointer.advance({
+          ...commit.position,
+          commitTsMs: commit.commitTsMs,
           savedAtMs: 0,
-          epoch: lastCommit.epoch,
-          server: lastCommit.server,
-        };
+          epoch: commit.epoch,
+          server: commit.server,
+        });
       }
-      await this.maybeSaveCheckpoint(this.closing && this.queueHead >= this.queue.length);
+      await this.checkpointer.save(this.closing && this.queue.empty);
       if (
         this.state_ === 'paused' &&
-        this.bufferedChanges <= maxBufferedEvents / 2 &&
-        this.bufferedBytes <= maxBufferedBytes / 2
+        this.queue.changes <= maxBufferedEvents / 2 &&
+        this.queue.bytes <= maxBufferedBytes / 2
       ) {
         this.source?.resume();
-        this.opts.metrics.sourcePaused.set(0);
         this.setState('streaming');
       }
     }
-    await this.maybeSaveCheckpoint(true);
+    await this.checkpointer.save(true);
   }
-
-  /**
-   * Index after the items of the next batch: up to batchSize changes and maxBatchBytes of them (at
-   * least one change), plus the markers among them.
-   */
-  private batchEnd(batchSize: number): number {
-    const { maxBatchBytes } = this.opts.config.tailer;
-    let count = 0;
-    let bytes = 0;
-    let i = this.queueHead;
-    while (i < this.queue.length) {
-      const item = this.queue[i]!;
-      if (item.kind === 'change') {
-        const size = item.value.length * (item.op === 't' ? this.partitions : 1);
-        if (count === batchSize || (count > 0 && bytes + size > maxBatchBytes)) break;
-        count++;
-        bytes += size;
-      }
-      i++;
-    }
-    return i;
-  }
-
-  private compactQueue(): void {
-    if (this.queueHead > 4096 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead);
-      this.queueHead = 0;
-    }
-  }
-
-  /**
-   * Sends until Kafka acknowledges: a Kafka outage holds the loop here (and so pauses the binlog).
-   * A batch the broker finds too large is split; a single change too large for it is dead-lettered
-   * and replaced by an event that invalidates its keys, so the cache cannot go stale and the
-   * stream keeps moving.
-   */
-  private async send(changes: QueuedChange[]): Promise<void> {
-    try {
-      await this.sendBatch(changes);
-    } catch (err) {
-      if (errorKind(err) !== 'message' || !isTooLarge((err as Error).cause)) throw err;
-      if (changes.length > 1) {
-        const half = Math.ceil(changes.length / 2);
-        await this.send(changes.slice(0, half));
-        await this.send(changes.slice(half));
-        return;
-      }
-      await this.replaceOversized(changes[0]!, err as Error);
-    }
-  }
-
-  private async sendBatch(changes: QueuedChange[]): Promise<void> {
-    const { topic } = this.opts.config.kafka;
-    const messages: Message[] = [];
-    for (const change of changes) {
-      if (change.op === 't') {
-        // Every partition must see a table-level change after the rows it holds, so it goes to all.
-        for (let partition = 0; partition < this.partitions; partition++) {
-          messages.push({ key: change.key, value: change.value, partition });
-        }
-      } else {
-        messages.push({ key: change.key, value: change.value });
-      }
-    }
-    const compression =
-      this.opts.config.tailer.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
-    await retry(
-      async () => {
-        const stop = this.opts.metrics.publishLatency.startTimer();
-        this.sendingSinceMs = Date.now();
-        try {
-          await this.producer.send({ topic, messages, acks: -1, compression });
-          this.opts.metrics.publishBatches.inc({ result: 'ok' });
-        } catch (err) {
-          this.opts.metrics.publishBatches.inc({ result: 'error' });
-          if (needsNewProducer(err)) await this.replaceProducer(err);
-          throw classifyKafkaError(err, `publishing to ${topic}`);
-        } finally {
-          this.sendingSinceMs = undefined;
-          stop();
-        }
-      },
-      this.backoff,
-      {
-        aborted: () => this.abandoned,
-        onRetry: (err, attempt, delayMs) => {
-          this.opts.metrics.retries.inc({ stage: 'publish', reason: 'kafka' });
-          // Once when it starts, then now and then: an outage is one event, not one per retry.
-          if (attempt === 1 || attempt % 20 === 0)
-            this.log.warn(
-              { err: errorText(err), attempt, delayMs, messages: messages.length },
-              'publish failed; retrying',
-            );
-        },
-      },
-    );
-    this.opts.metrics.publishBatchSize.observe(messages.length);
-  }
-
-  /**
-   * A change larger than the broker accepts: its full image cannot be published. The change topic
-   * gets the same change with only the columns its keys are rendered from, marked `oversized`, so
-   * every consumer deletes its keys (through the version guards) instead of writing them; the DLQ
-   * gets that event with the reason, for the operator.
-   */
-  private async replaceOversized(change: QueuedChange, err: Error): Promise<void> {
-    const event = JSON.parse(change.value) as ChangeEvent;
-    const slim = oversizedEvent(event, this.keyColumns.get(change.table) ?? new Set());
-    const value = encodeChangeEvent(slim);
-    const reason = `the change is ${change.value.length} bytes, more than the broker accepts (${err.message}); its keys are invalidated instead`;
-    this.log.error(
-      { table: change.table, key: change.key, bytes: change.value.length, gtid: event.source.gtid },
-      'change too large for Kafka; dead-lettered, its keys invalidated',
-    );
-    const now = new Date().toISOString();
-    await this.sendRaw(this.opts.config.kafka.dlqTopic, {
-      key: change.key,
-      value,
-      headers: {
-        [DLQ_HEADERS.error]: reason,
-        [DLQ_HEADERS.errorClass]: 'MessageTooLarge',
-        [DLQ_HEADERS.attempts]: '1',
-        [DLQ_HEADERS.topic]: this.opts.config.kafka.topic,
-        [DLQ_HEADERS.firstFailure]: now,
-        [DLQ_HEADERS.lastFailure]: now,
-      },
-    });
-    this.opts.metrics.dlqMessages.inc({ table: change.table, error_class: 'MessageTooLarge' });
-    await this.sendBatch([{ ...change, value }]);
-  }
-
-  /** Sends one message to another topic (the DLQ), retrying outages like the change topic. */
-  private async sendRaw(topic: string, message: Message): Promise<void> {
-    await retry(
-      async () => {
-        try {
-          await this.producer.send({ topic, messages: [message], acks: -1 });
-        } catch (err) {
-          if (needsNewProducer(err)) await this.replaceProducer(err);
-          throw classifyKafkaError(err, `publishing to ${topic}`);
-        }
-      },
-      this.backoff,
-      { aborted: () => this.abandoned },
-    );
-  }
-
-  /**
-   * The idempotent producer's sequence no longer matches the broker's (OUT_OF_ORDER_SEQUENCE_NUMBER,
-   * UNKNOWN_PRODUCER_ID): only a new producer, with a new id, can send again. Resending the batch
-   * may duplicate it, which is harmless downstream.
-   */
-  private async replaceProducer(err: unknown): Promise<void> {
-    this.log.warn({ err: errorText(err) }, 'the idempotent producer lost its sequence; replacing it');
-    const old = this.producer;
-    this.producer = this.newProducer();
-    await old.disconnect().catch(() => undefined);
-    await this.producer.connect();
-  }
-
-  /** Stores the acknowledged checkpoint, at most once a second unless forced; `must` retries until stored. */
-  private async maybeSaveCheckpoint(force: boolean, must = false): Promise<void> {
-    const cp = this.acked;
-    if (!cp) return;
-    const key = `${cp.epoch}:${cp.server ?? ''}:${cp.file}:${cp.pos}:${cp.gtidSet ?? ''}`;
-    if (key === this.savedVersion) return;
-    if (!force && Date.now() - this.lastSavedAtMs < COMMIT_SAVE_INTERVAL_MS) return;
-    const toSave = { ...cp, savedAtMs: Date.now() };
-    try {
-      await retry(() => this.checkpoints.save(toSave), this.backoff, {
-        maxAttempts: must ? undefined : 1,
-        aborted: () => this.abandoned,
-      });
-    } catch (err) {
-      if (must) throw err;
-      // Not fatal: the next save covers it, and a restart from an older point only repeats changes.
-      this.log.warn({ err: errorText(err) }, 'could not store the checkpoint; will retry');
-      return;
-    }
-    this.savedVersion = key;
-    this.lastSavedAtMs = toSave.savedAtMs;
-    this.opts.metrics.checkpointTimestamp.set(cp.commitTsMs / 1000);
-    this.opts.metrics.checkpointPosition.set({ part: 'file' }, binlogFileIndex(cp.file));
-    this.opts.metrics.checkpointPosition.set({ part: 'offset' }, cp.pos);
-    this.log.debug({ file: cp.file, pos: cp.pos, gtid: cp.gtidSet }, 'checkpoint stored');
-  }
-}
-
-/**
- * The change with only its primary key and the columns its keys are rendered from, marked
- * `oversized`: enough for a consumer to delete every key the full change would have touched.
- */
-function oversizedEvent(event: ChangeEvent, columns: ReadonlySet<string>): ChangeEvent {
-  const keep = (row: Row | null): Row | null => {
-    if (!row) return row;
-    const out: Record<string, unknown> = {};
-    for (const c of [...Object.keys(event.pk), ...columns]) if (c in row) out[c] = row[c];
-    return out;
-  };
-  return { ...event, before: keep(event.before), after: keep(event.after), oversized: true };
 }
 
 function describePosition(p: BinlogPosition | StartPosition): string {
@@ -781,8 +618,4 @@ function describePosition(p: BinlogPosition | StartPosition): string {
     case 'file':
       return `${p.filename}:${p.position}`;
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
