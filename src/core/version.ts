@@ -96,6 +96,31 @@ export function versionEpoch(version: Version): number {
 }
 
 /**
+ * How far a version's epoch may run ahead of this host's clock. A tailer starts an epoch at
+ * max(previous + 1, its clock in seconds), so a real epoch is ahead only by the clock difference
+ * between the tailer's host and this one, which NTP keeps far below an hour.
+ */
+export const FUTURE_EPOCH_TOLERANCE_S = 3600;
+
+/**
+ * Why `version` cannot have come from a tailer: its epoch lies more than
+ * {@link FUTURE_EPOCH_TOLERANCE_S} ahead of `nowMs`. Such a version written to a guard would make
+ * every real change of the key look older, and be skipped, until the epochs caught up. Undefined
+ * when the version is plausible.
+ */
+export function futureVersionProblem(version: Version, nowMs: number): string | undefined {
+  const epoch = versionEpoch(version);
+  const limit = Math.floor(nowMs / 1000) + FUTURE_EPOCH_TOLERANCE_S;
+  if (epoch <= limit) return undefined;
+  return (
+    `source.version ${version} is from the future: its epoch ${epoch} is more than ` +
+    `${FUTURE_EPOCH_TOLERANCE_S / 3600} h ahead of this host's clock (epoch ${Math.floor(nowMs / 1000)}); ` +
+    `cachesync's tailer never writes such a version: another program wrote this message, or the ` +
+    `clocks of the tailer's and the consumer's hosts are far apart`
+  );
+}
+
+/**
  * The same comparison in Lua, for the Redis scripts: defines `cs_compare_versions(a, b)`, returning
  * -1, 0 or 1 like {@link compareVersions}. Every script that compares versions starts with it, so
  * TypeScript and Redis can never disagree on an order.

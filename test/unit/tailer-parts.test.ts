@@ -7,7 +7,12 @@ import {
   type ChangeEvent,
 } from '../../src/core/change-event.js';
 import { normalizeRow, normalizeRowInPlace } from '../../src/core/row-value.js';
-import { makeVersion, versionPrefix } from '../../src/core/version.js';
+import {
+  FUTURE_EPOCH_TOLERANCE_S,
+  futureVersionProblem,
+  makeVersion,
+  versionPrefix,
+} from '../../src/core/version.js';
 import { murmur2, partitionFor } from '../../src/kafka/partitioner.js';
 import { ChangeQueue, type QueuedChange } from '../../src/tailer/change-queue.js';
 
@@ -121,5 +126,22 @@ describe('ChangeQueue', () => {
     q.pushChange(change('x'.repeat(10), 't'));
     expect(q.nextBatch(10, 45, 4).changes).toHaveLength(1);
     expect(q.nextBatch(10, 50, 4).changes).toHaveLength(2);
+  });
+});
+
+describe('futureVersionProblem', () => {
+  const now = Date.UTC(2026, 10, 22);
+  const nowS = now / 1000;
+  it('accepts versions of every epoch a tailer can start, legacy ones included', () => {
+    expect(futureVersionProblem(`${nowS}:3:4:1`, now)).toBeUndefined();
+    expect(futureVersionProblem(`${nowS + FUTURE_EPOCH_TOLERANCE_S}:3:4:1`, now)).toBeUndefined();
+    expect(futureVersionProblem('0000000003:0000000000012345:0000002', now)).toBeUndefined();
+    expect(futureVersionProblem('0:1:4:1', now)).toBeUndefined();
+  });
+  it('names an epoch beyond the tolerance', () => {
+    expect(futureVersionProblem(`${nowS + FUTURE_EPOCH_TOLERANCE_S + 1}:3:4:1`, now)).toMatch(
+      /from the future/,
+    );
+    expect(futureVersionProblem('99999999999999999999:1:4:1', now)).toMatch(/from the future/);
   });
 });
