@@ -1,6 +1,6 @@
 import type { ColumnKind, Row } from './key-template.js';
 import { valueText } from './row-value.js';
-import { isVersion, type Version } from './version.js';
+import { futureVersionProblem, isVersion, type Version } from './version.js';
 
 /** c = insert, u = update, d = delete, t = truncate or drop of the whole table. */
 export type Op = 'c' | 'u' | 'd' | 't';
@@ -117,8 +117,12 @@ export class RowChangeEncoder {
 
 const OPS: readonly string[] = ['c', 'u', 'd', 't'];
 
-/** Parses and checks a change event; throws a message saying what is malformed. */
-export function decodeChangeEvent(value: Buffer | string | null): ChangeEvent {
+/**
+ * Parses and checks a change event; throws a message saying what is malformed. A version from the
+ * future (see futureVersionProblem) is malformed too: applied, its guard would hide every real
+ * change of the key.
+ */
+export function decodeChangeEvent(value: Buffer | string | null, nowMs = Date.now()): ChangeEvent {
   if (value === null) throw new Error('empty message value');
   let parsed: unknown;
   try {
@@ -140,6 +144,8 @@ export function decodeChangeEvent(value: Buffer | string | null): ChangeEvent {
   if (e.op === 'd' && !e.before) throw new Error('a delete needs a before image');
   if (e.op === 'u' && (!e.before || !e.after)) throw new Error('an update needs before and after images');
   if (!e.source || !isVersion(e.source.version)) throw new Error('source.version is missing or malformed');
+  const future = futureVersionProblem(e.source.version, nowMs);
+  if (future) throw new Error(future);
   if (
     e.columnKinds !== undefined &&
     (typeof e.columnKinds !== 'object' ||

@@ -162,6 +162,14 @@ describe('poison on the change topic', () => {
         { key: `${db}.t:3`, value: null },
         { key: `${db}.t:4`, value: variant((e) => delete e.op) },
         { key: `${db}.t:5`, value: variant((e) => (e.source = { version: 'not a version' })) },
+        // A version no tailer writes (its epoch far ahead of the clock): its guard would hide row 10.
+        {
+          key: `${db}.t:10`,
+          value: variant((e) => {
+            (e.source as Record<string, unknown>).version = '99999999999:1:4:1';
+            (e.after as Record<string, unknown>).id = 10;
+          }),
+        },
         // A table this config does not map: skipped.
         { key: `${db}.other:6`, value: variant((e) => (e.table = 'other')) },
         // No ts_ms, or a string: applied, only the latency sample is lost.
@@ -182,20 +190,22 @@ describe('poison on the change topic', () => {
       ],
     });
     await producer.disconnect();
-    await sql.query(`INSERT INTO ${db}.t VALUES (9, 9)`);
+    await sql.query(`INSERT INTO ${db}.t VALUES (9, 9), (10, 10)`);
     await eventually(
-      () => redis.exists(`${p}t:7`, `${p}t:8`, `${p}t:9`),
-      (n) => n === 3,
+      () => redis.exists(`${p}t:7`, `${p}t:8`, `${p}t:9`, `${p}t:10`),
+      (n) => n === 4,
     );
     await eventually(
       () => counterSum(runtime.metrics.dlqMessages),
-      (n) => n === 4,
+      (n) => n === 5,
     );
+    // Row 10 holds its real insert (seq 10), not the poison's image (seq 1) behind a future guard.
+    expect(JSON.parse((await redis.get(`${p}t:10`)) ?? '{}')).toMatchObject({ id: 10, seq: 10 });
     clearInterval(watch);
     const skipped = await runtime.metrics.changesSkipped.get();
     expect(skipped.values.find((v) => v.labels.reason === 'unmapped_table')?.value).toBe(1);
     const letters = await readTopicToEnd(pipeline.kafka(), pipeline.config.kafka.dlqTopic, () => undefined);
-    expect(letters).toBe(4);
+    expect(letters).toBe(5);
     // No member restart: the consumer never left streaming (or failed), and is alive.
     expect([...states].filter((s) => s !== 'streaming')).toEqual([]);
     expect(runtime.health.live()).toBe(true);

@@ -245,3 +245,21 @@ describe('retry', () => {
     ).rejects.toThrow('down');
   });
 });
+
+describe('decodeChangeEvent and versions from the future', () => {
+  it('refuses a version whose epoch is far ahead of the clock, naming it', () => {
+    const now = Date.UTC(2026, 10, 22);
+    const value = JSON.stringify({
+      op: 'd',
+      db: 'd',
+      table: 't',
+      pk: { id: 1 },
+      before: { id: 1 },
+      after: null,
+      source: { file: 'binlog.000001', pos: 4, ts_ms: now, version: `${now / 1000 + 86_400}:1:4:1` },
+      ts_ms: now,
+    });
+    expect(() => decodeChangeEvent(value, now)).toThrow(/from the future/);
+    expect(decodeChangeEvent(value, now + 86_400_000).op).toBe('d');
+  });
+});
