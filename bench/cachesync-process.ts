@@ -29,6 +29,8 @@ export class CachesyncProcess {
   private readonly died: Promise<never>;
   private readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private stopping = false;
+  /** When it was spawned (`performance.now()`). */
+  readonly startedAt = performance.now();
   private readonly killOnExit = () => this.child.kill('SIGKILL');
 
   private constructor(
@@ -135,6 +137,17 @@ export class CachesyncProcess {
           warn(`cachesync exited with ${signal ?? `code ${code}`}; its log: ${this.opts.logFile}`);
       }
     }
+    await this.exit;
+    process.off('exit', this.killOnExit);
+  }
+
+  /**
+   * kill -9, as a crash would: no shutdown, nothing flushed. Resolves once it has exited; its
+   * waits fail from then on, and `stop` does nothing more.
+   */
+  async kill(): Promise<void> {
+    this.stopping = true;
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     await this.exit;
     process.off('exit', this.killOnExit);
   }
