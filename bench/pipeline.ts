@@ -2,10 +2,12 @@
  * Pipeline benchmark: starts its own MariaDB, Redis and Kafka (LocalStack), builds cachesync and
  * runs it as `node dist/cli.js run` in processes of its own, one per scenario and run, while this
  * process drives the workload and measures: MariaDB alone, the tailer alone (binlog -> Kafka), both
- * roles (binlog -> Redis) with a plain and a richer mapping, and commit -> Redis latency. Not a
- * test: it measures, it does not judge, except that it exits 1 when a row never arrived.
+ * roles (binlog -> Redis) with a plain and a richer mapping, commit -> Redis latency, and memory
+ * through one big transaction with a kill -9 inside it. Not a test: it measures, it does not
+ * judge, except that it exits 1 when a row never arrived.
  *
- *   npm run bench -- [--rows N] [--runs N] [--only a,b] [--rate R] [--seconds D] [--json] [--keep-stack]
+ *   npm run bench -- [--rows N] [--runs N] [--only a,b] [--rate R] [--seconds D] [--bigtx-rows N]
+ *                    [--json] [--keep-stack]
  *
  * The driver runs in a child process of its own process group (see detached.ts), so that Ctrl-C
  * always gets to stop cachesync and the servers.
@@ -43,6 +45,7 @@ const USAGE = `usage: npm run bench -- [options]
                   (default all; rich brings mariadb along for its ratio)
   --rate R        updates per second of the latency scenario, default 200
   --seconds D     duration of the latency scenario's updates, default 20
+  --bigtx-rows N  rows of the bigtx scenario's one transaction, default 300000
   --json          print the figures as JSON instead of a table
   --keep-stack    leave MariaDB, Redis and Kafka running afterwards
   -h, --help      this text
@@ -64,6 +67,7 @@ interface BenchArgs {
   scenarios: ScenarioName[];
   rate: number;
   seconds: number;
+  bigtxRows: number;
   json: boolean;
   keepStack: boolean;
   help: boolean;
@@ -82,6 +86,7 @@ function parseBenchArgs(argv: string[]): BenchArgs {
         only: { type: 'string' },
         rate: { type: 'string' },
         seconds: { type: 'string' },
+        'bigtx-rows': { type: 'string' },
         json: { type: 'boolean', default: false },
         'keep-stack': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -101,6 +106,7 @@ function parseBenchArgs(argv: string[]): BenchArgs {
     scenarios: scenarioList(values.only),
     rate: positive('--rate', values.rate, 200, false),
     seconds: positive('--seconds', values.seconds, 20, false),
+    bigtxRows: positive('--bigtx-rows', values['bigtx-rows'], 300_000, true),
     json: values.json,
     keepStack: values['keep-stack'],
     help: values.help,
@@ -240,6 +246,7 @@ async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport>
     rows: args.rows,
     rate: args.rate,
     seconds: args.seconds,
+    bigtxRows: args.bigtxRows,
     progress,
   };
   const environment = await describeEnvironment(stack, sql, redis);
@@ -264,6 +271,7 @@ async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport>
       rowsPerStatement: ROWS_PER_STATEMENT,
       rate: args.rate,
       seconds: args.seconds,
+      bigtxRows: args.bigtxRows,
       runs: args.runs,
       scenarios: args.scenarios,
     },

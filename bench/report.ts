@@ -1,5 +1,13 @@
 import type { KeyCheck } from './bulk-insert.js';
-import type { BulkResult, LatencyResult, MariadbResult, ScenarioName, ScenarioResult } from './scenarios.js';
+import type {
+  BigTxResult,
+  BigTxRun,
+  BulkResult,
+  LatencyResult,
+  MariadbResult,
+  ScenarioName,
+  ScenarioResult,
+} from './scenarios.js';
 import { spread, type Spread } from './stats.js';
 
 /** Everything one `npm run bench` measured, as printed by `--json`. */
@@ -26,6 +34,7 @@ export interface BenchReport {
     rowsPerStatement: number;
     rate: number;
     seconds: number;
+    bigtxRows: number;
     runs: number;
     scenarios: ScenarioName[];
   };
@@ -46,7 +55,7 @@ interface Figure<R> {
   label: string;
   unit: Unit;
   value: (result: R, run: Partial<Record<ScenarioName, ScenarioResult>>) => number | undefined;
-  target?: { op: '>=' | '<='; value: number };
+  target?: { op: '>=' | '<=' | '<'; value: number };
 }
 
 const MB = 1024 * 1024;
@@ -140,6 +149,54 @@ const latencyFigures: Array<Figure<LatencyResult>> = [
   ...usageFigures<LatencyResult>('update'),
 ];
 
+/** Per role: peak RSS before the kill and of the restarted process, against one memory target. */
+function bigTxFigures(
+  role: BigTxRun['role'],
+  replayLabel: string,
+  target: NonNullable<Figure<BigTxResult>['target']>,
+): Array<Figure<BigTxResult>> {
+  return [
+    {
+      key: `${role}.hwmBeforeKillMB`,
+      label: `${role}: peak RSS before the kill`,
+      unit: 'MB',
+      value: (r) => r[role].hwmBeforeKillBytes / MB,
+      target,
+    },
+    {
+      key: `${role}.hwmReplayMB`,
+      label: '  peak RSS of the restarted one',
+      unit: 'MB',
+      value: (r) => r[role].hwmReplayBytes / MB,
+      target,
+    },
+    {
+      key: `${role}.replaySeconds`,
+      label: `  ${replayLabel}`,
+      unit: 's',
+      value: (r) => r[role].replaySeconds,
+    },
+    {
+      key: `${role}.readySeconds`,
+      label: '    of which until ready',
+      unit: 's',
+      value: (r) => r[role].readySeconds,
+    },
+    {
+      key: `${role}.onTopicAtKill`,
+      label: '  on the topic at the kill',
+      unit: 'count',
+      value: (r) => r[role].onTopicAtKill,
+    },
+    {
+      key: `${role}.insertSeconds`,
+      label: '  MariaDB: the INSERT took',
+      unit: 's',
+      value: (r) => r[role].insertSeconds,
+    },
+  ];
+}
+
 const FIGURES: { [S in ScenarioName]: Array<Figure<Extract<ScenarioResult, { scenario: S }>>> } = {
   mariadb: mariadbFigures,
   tailer: bulkFigures('binlog -> Kafka, all on the topic', {
@@ -150,9 +207,20 @@ const FIGURES: { [S in ScenarioName]: Array<Figure<Extract<ScenarioResult, { sce
   both: bulkFigures('binlog -> Redis, all applied', { rowsPerSecond: 50_000 }),
   rich: richFigures,
   latency: latencyFigures,
+  bigtx: [
+    ...bigTxFigures('tailer', 'restart -> all on the topic', { op: '<', value: 150 }),
+    ...bigTxFigures('all', 'restart -> every key in Redis', { op: '<=', value: 200 }),
+  ],
 };
 
-const TITLES: Record<ScenarioName, string> = {
+function title(scenario: ScenarioName, w: BenchReport['workload']): string {
+  return scenario === 'bigtx'
+    ? `bigtx: one ${w.bigtxRows}-row transaction, kill -9 at a third on the topic, restart; ` +
+        '--role tailer, then --role all (item:{id} refresh JSON)'
+    : TITLES[scenario];
+}
+
+const TITLES: Record<Exclude<ScenarioName, 'bigtx'>, string> = {
   mariadb: 'mariadb: the INSERTs into an unmapped table, no cachesync running',
   tailer: 'tailer: cachesync --role tailer, binlog -> Kafka (acks=all)',
   both: 'both: cachesync --role all, one key per row (item:{id} refresh JSON)',
@@ -183,7 +251,7 @@ export function summarize(runs: BenchReport['runs'], scenarios: readonly Scenari
           figure: figure.key,
           target: `${op} ${formatValue(value, figure.unit)}`,
           median: s.median,
-          met: op === '>=' ? s.median >= value : s.median <= value,
+          met: op === '>=' ? s.median >= value : op === '<=' ? s.median <= value : s.median < value,
         });
       }
     }
@@ -219,14 +287,15 @@ export function formatText(r: BenchReport): string {
   row(
     'workload',
     `${w.rows} rows in ${w.rowsPerStatement}-row INSERTs, one transaction each; ` +
-      `${w.rate} updates/s for ${w.seconds} s`,
+      `${w.rate} updates/s for ${w.seconds} s` +
+      (w.scenarios.includes('bigtx') ? `; bigtx: one ${w.bigtxRows}-row INSERT ... SELECT` : ''),
   );
   const many = w.runs > 1;
   row('runs', many ? `${w.runs}: median, then min..max` : '1');
   blank();
 
   for (const scenario of w.scenarios) {
-    lines.push(TITLES[scenario]);
+    lines.push(title(scenario, w));
     const figures = FIGURES[scenario] as Array<Figure<ScenarioResult>>;
     const spreads = r.summary[scenario] ?? {};
     for (const figure of figures) {
@@ -267,6 +336,12 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
       `checked: ${first.keys.map(describeCheck).join('; ')}: ` +
         `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
     );
+  } else if (first.scenario === 'bigtx') {
+    lines.push(
+      `checked: tailer: every row on the topic again after the restart; all: ` +
+        `${first.all.keys.map(describeCheck).join('; ')}: ` +
+        `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
+    );
   } else if (first.scenario === 'latency') {
     (results as LatencyResult[]).forEach((res, i) => {
       const u = res.updates;
@@ -279,8 +354,14 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
     });
   }
   results.forEach((res, i) => {
-    if ((res.scenario === 'both' || res.scenario === 'rich') && !res.ok) {
-      for (const k of res.keys.filter((key) => !key.ok)) {
+    const keys =
+      res.scenario === 'both' || res.scenario === 'rich'
+        ? res.keys
+        : res.scenario === 'bigtx'
+          ? [...res.tailer.keys, ...res.all.keys]
+          : [];
+    if (!res.ok) {
+      for (const k of keys.filter((key) => !key.ok)) {
         lines.push(
           `run ${i + 1}: ${k.prefix}* ${k.keysInRedis} keys (expected ${k.expected}), ` +
             `${k.sampleMatching}/${k.sampled} sampled hold their row: MISMATCH`,

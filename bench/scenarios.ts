@@ -17,11 +17,11 @@ import {
 } from './bulk-insert.js';
 import { CachesyncProcess } from './cachesync-process.js';
 import type { Cleanup } from './cleanup.js';
-import { PhaseMonitor, driverCpu, type PhaseUsage } from './proc-usage.js';
+import { PhaseMonitor, driverCpu, processMemory, type PhaseUsage } from './proc-usage.js';
 import { counterSum, histogramOf } from './stats.js';
 import { runSteadyUpdates, type SteadyUpdatesResult } from './steady-updates.js';
 
-export const SCENARIOS = ['mariadb', 'tailer', 'both', 'rich', 'latency'] as const;
+export const SCENARIOS = ['mariadb', 'tailer', 'both', 'rich', 'latency', 'bigtx'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const DB = 'bench';
@@ -50,6 +50,8 @@ export interface BenchContext {
   rows: number;
   rate: number;
   seconds: number;
+  /** Rows of the bigtx scenario's one transaction. */
+  bigtxRows: number;
   progress: (msg: string) => void;
 }
 
@@ -100,7 +102,37 @@ export interface LatencyResult {
   ok: boolean;
 }
 
-export type ScenarioResult = MariadbResult | BulkResult | LatencyResult;
+/** One role's half of the bigtx scenario: the transaction, the kill -9 inside it, the replay. */
+export interface BigTxRun {
+  role: 'tailer' | 'all';
+  /** The INSERT ... SELECT of every row, until its COMMIT returned. */
+  insertSeconds: number;
+  /** The transaction's messages on the topic when the first process was killed. */
+  onTopicAtKill: number;
+  /** VmHWM of the first process just before its kill -9: its peak since it started. */
+  hwmBeforeKillBytes: number;
+  /** VmHWM of the restarted process once every row was through again. */
+  hwmReplayBytes: number;
+  /** Start of the restarted process until /readyz answered 200. */
+  readySeconds: number;
+  /** Start of the restarted process until every row was on the topic again (tailer) or in Redis (all). */
+  replaySeconds: number;
+  /** What Redis held afterwards; empty for the tailer. */
+  keys: KeyCheck[];
+  /** The first process's log, then the restarted one's. */
+  logFiles: string[];
+  ok: boolean;
+}
+
+export interface BigTxResult {
+  scenario: 'bigtx';
+  rows: number;
+  tailer: BigTxRun;
+  all: BigTxRun;
+  ok: boolean;
+}
+
+export type ScenarioResult = MariadbResult | BulkResult | LatencyResult | BigTxResult;
 
 /** One scenario, the `run`th time: its own table, topics, group and cachesync process. */
 export async function runScenario(
@@ -109,6 +141,8 @@ export async function runScenario(
   run: number,
 ): Promise<ScenarioResult> {
   const log = (msg: string) => ctx.progress(`${scenario} #${run}: ${msg}`);
+  // Two tables of its own, one per role.
+  if (scenario === 'bigtx') return bigTransaction(ctx, run, log);
   const name = `${scenario}-${run}`;
   const table = `${DB}.${scenario}_${run}`;
   await ctx.sql.query(`CREATE TABLE ${table} ${TABLE_COLUMNS}`);
@@ -271,6 +305,219 @@ async function latency(
   });
 }
 
+/**
+ * One transaction of `bigtxRows` rows with a kill -9 inside it, once with `--role tailer`, once
+ * with `--role all`, each on a table, topics and group of its own. No warm-up: the first start
+ * stores its checkpoint before the transaction, so the restart replays exactly the transaction.
+ */
+async function bigTransaction(
+  ctx: BenchContext,
+  run: number,
+  log: (msg: string) => void,
+): Promise<BigTxResult> {
+  const runs: Partial<Record<BigTxRun['role'], BigTxRun>> = {};
+  for (const role of ['tailer', 'all'] as const) {
+    const table = `${DB}.bigtx_${role}_${run}`;
+    await ctx.sql.query(`CREATE TABLE ${table} ${TABLE_COLUMNS}`);
+    await ctx.redis.flushall();
+    try {
+      runs[role] = await bigTransactionOnce(ctx, { name: `bigtx-${role}-${run}`, table, role }, (msg) =>
+        log(`${role}: ${msg}`),
+      );
+    } finally {
+      await ctx.sql.query(`DROP TABLE IF EXISTS ${table}`);
+    }
+  }
+  const { tailer, all } = runs as Record<BigTxRun['role'], BigTxRun>;
+  return { scenario: 'bigtx', rows: ctx.bigtxRows, tailer, all, ok: tailer.ok && all.ok };
+}
+
+/** How many of the last rows' keys tell that the replay reached the end of every partition. */
+const TAIL_KEYS = 64;
+
+async function bigTransactionOnce(
+  ctx: BenchContext,
+  spec: { name: string; table: string; role: BigTxRun['role'] },
+  log: (msg: string) => void,
+): Promise<BigTxRun> {
+  const rows = ctx.bigtxRows;
+  const keySpec = { ...spec, keys: [ITEM_KEY] };
+  return withCachesync(ctx, keySpec, log, async (first, topic, startAnother) => {
+    const published = onTopic(ctx.admin, topic, first);
+    const base = await published.read();
+    log(`one transaction of ${rows} rows (INSERT ... SELECT FROM seq_1_to_${rows})`);
+    const insertStarted = performance.now();
+    await first.guard(
+      ctx.sql.query(
+        `INSERT INTO ${spec.table} (id, name, price, updated_at) ` +
+          `SELECT seq, CONCAT('item-', seq), seq / 100, NOW(6) FROM ${DB}.seq_1_to_${rows}`,
+      ),
+    );
+    const insertSeconds = (performance.now() - insertStarted) / 1000;
+    log(`committed in ${insertSeconds.toFixed(2)} s; kill -9 once a third is on the topic`);
+    await pollUntil({
+      read: async () => {
+        const count = (await published.read()) - base;
+        return { count, done: count >= rows / 3 };
+      },
+      what: `of ${rows} on the topic`,
+      pollMs: published.pollMs,
+      log,
+    });
+    const hwmBeforeKillBytes = processMemory(first.pid).hwmBytes;
+    await first.kill();
+    const onTopicAtKill = (await settled(() => messagesOn(ctx.admin, topic))) - base;
+    if (onTopicAtKill >= rows) {
+      throw new Error(
+        `every row was on the topic before the kill (${onTopicAtKill} of ${rows}): the kill missed the transaction; try more --bigtx-rows`,
+      );
+    }
+    log(`killed with ${onTopicAtKill} of ${rows} on the topic, peak RSS ${mb(hwmBeforeKillBytes)} MB`);
+
+    const second = await startAnother('restart');
+    const readySeconds = (performance.now() - second.startedAt) / 1000;
+    const doneAt =
+      spec.role === 'tailer'
+        ? await replayedOnTopic(onTopic(ctx.admin, topic, second), base + onTopicAtKill, rows, log)
+        : await replayedToRedis(ctx.redis, applied(second, spec.table), rows, log);
+    const hwmReplayBytes = processMemory(second.pid).hwmBytes;
+    const replaySeconds = (doneAt - second.startedAt) / 1000;
+    log(`replayed in ${replaySeconds.toFixed(2)} s, peak RSS ${mb(hwmReplayBytes)} MB`);
+    const keys: KeyCheck[] = [];
+    if (spec.role === 'all') {
+      log('checking the keys in Redis');
+      keys.push(await checkKeys(ctx.redis, { prefix: ITEM_KEY.prefix, format: ITEM_KEY.check, rows }));
+    }
+    return {
+      role: spec.role,
+      insertSeconds,
+      onTopicAtKill,
+      hwmBeforeKillBytes,
+      hwmReplayBytes,
+      readySeconds,
+      replaySeconds,
+      keys,
+      logFiles: [first.logFile, second.logFile],
+      ok: keys.every((k) => k.ok),
+    };
+  });
+}
+
+/** Every row of the transaction on the topic again, after the `atKill` messages there before. */
+function replayedOnTopic(
+  published: Progress,
+  atKill: number,
+  rows: number,
+  log: (msg: string) => void,
+): Promise<number> {
+  return pollUntil({
+    read: async () => {
+      const count = (await published.read()) - atKill;
+      return { count, done: count >= rows };
+    },
+    what: `of ${rows} on the topic again`,
+    pollMs: published.pollMs,
+    log,
+  });
+}
+
+/**
+ * Every row's key in Redis. Each partition applies in order and the rows are in id order in the
+ * transaction, so once the last rows' keys are all there (among 64 ids every partition has its last
+ * one), so is every key; a full SCAN then confirms it, and is polled if it does not. Meanwhile the
+ * restarted process's applied changes show that it makes progress.
+ */
+async function replayedToRedis(
+  redis: Redis,
+  applying: Progress,
+  rows: number,
+  log: (msg: string) => void,
+): Promise<number> {
+  const tail = Array.from({ length: Math.min(TAIL_KEYS, rows) }, (_, i) => `${ITEM_KEY.prefix}${rows - i}`);
+  const tailSeen = await pollUntil({
+    read: async () => {
+      const [count, present] = await Promise.all([applying.read(), redis.exists(...tail)]);
+      return { count, done: present === tail.length };
+    },
+    what: 'changes applied by the restarted process',
+    pollMs: applying.pollMs,
+    log,
+  });
+  if ((await countKeys(redis, ITEM_KEY.prefix)) >= rows) return tailSeen;
+  return pollUntil({
+    read: async () => {
+      const count = await countKeys(redis, ITEM_KEY.prefix);
+      return { count, done: count >= rows };
+    },
+    what: `of ${rows} keys in Redis`,
+    pollMs: 1000,
+    log,
+  });
+}
+
+async function countKeys(redis: Redis, prefix: string): Promise<number> {
+  let count = 0;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 5000);
+    count += keys.length;
+    cursor = next;
+  } while (cursor !== '0');
+  return count;
+}
+
+/**
+ * Polls `read` until it says done and resolves with that moment (`performance.now()`); fails when
+ * its count has not grown for `stallMs`.
+ */
+async function pollUntil(opts: {
+  read: () => Promise<{ count: number; done: boolean }>;
+  /** What the count is, after the number: "of 300000 on the topic". */
+  what: string;
+  pollMs: number;
+  stallMs?: number;
+  log: (msg: string) => void;
+}): Promise<number> {
+  const stallMs = opts.stallMs ?? 60_000;
+  const started = performance.now();
+  let count = -Infinity;
+  let progressAt = started;
+  let lastReport = started;
+  for (;;) {
+    const state = await opts.read();
+    const now = performance.now();
+    if (state.done) return now;
+    if (state.count > count) {
+      count = state.count;
+      progressAt = now;
+    }
+    if (now - progressAt > stallMs) {
+      throw new Error(`stalled: ${count} ${opts.what} and nothing more for ${stallMs / 1000} s`);
+    }
+    if (now - lastReport >= 5000) {
+      lastReport = now;
+      opts.log(`${((now - started) / 1000).toFixed(0)} s: ${count} ${opts.what}`);
+    }
+    await sleep(opts.pollMs);
+  }
+}
+
+/** A count read until two reads 200 ms apart agree: produce requests in flight at a kill land or not. */
+async function settled(read: () => Promise<number>): Promise<number> {
+  let last = await read();
+  for (let i = 0; i < 25; i++) {
+    await sleep(200);
+    const now = await read();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+function mb(bytes: number): string {
+  return (bytes / (1024 * 1024)).toFixed(0);
+}
+
 /** Runs the measured phase, and measures cachesync's (and this process's) use of the machine over it. */
 async function measured<T>(
   proc: CachesyncProcess,
@@ -287,38 +534,51 @@ async function measured<T>(
 
 /**
  * Starts cachesync on a config of its own (topic, DLQ and checkpoint topics, group named after the
- * scenario), waits until it is ready, runs `body`, stops it and deletes its topics.
+ * scenario), waits until it is ready, runs `body`, stops it and deletes its topics. `body` may
+ * start more processes on the same config, each with a log of its own (`<name>-<suffix>.log`);
+ * they are stopped at the end too.
  */
 async function withCachesync<T>(
   ctx: BenchContext,
   spec: { name: string; table: string; role: 'tailer' | 'all'; keys: KeySpec[] },
   log: (msg: string) => void,
-  body: (proc: CachesyncProcess, topic: string) => Promise<T>,
+  body: (
+    proc: CachesyncProcess,
+    topic: string,
+    startAnother: (suffix: string) => Promise<CachesyncProcess>,
+  ) => Promise<T>,
 ): Promise<T> {
   const file = join(ctx.dir, `${spec.name}.yaml`);
   writeFileSync(file, configYaml(ctx, spec.name, spec.table, spec.keys));
   const config = await loadConfig(file, { env: {} });
   const { topic, dlqTopic, checkpointTopic } = config.kafka;
-  const logFile = join(ctx.dir, `${spec.name}.log`);
-  log(`starting cachesync --role ${spec.role} (log: ${logFile})`);
-  const proc = CachesyncProcess.start({
-    config: file,
-    role: spec.role,
-    metricsHost: config.metrics.host,
-    metricsPort: config.metrics.port,
-    logFile,
-  });
-  const stop = () => proc.stop(log);
-  ctx.cleanup.add(`cachesync ${spec.name}`, stop);
-  try {
+  const started: CachesyncProcess[] = [];
+  const start = async (name: string) => {
+    const logFile = join(ctx.dir, `${name}.log`);
+    log(`starting cachesync --role ${spec.role} (log: ${logFile})`);
+    const proc = CachesyncProcess.start({
+      config: file,
+      role: spec.role,
+      metricsHost: config.metrics.host,
+      metricsPort: config.metrics.port,
+      logFile,
+    });
+    started.push(proc);
+    ctx.cleanup.add(`cachesync ${name}`, () => proc.stop(log));
     await proc.waitReady(READY_TIMEOUT_MS);
-    return await body(proc, topic);
+    return proc;
+  };
+  try {
+    const proc = await start(spec.name);
+    return await body(proc, topic, (suffix) => start(`${spec.name}-${suffix}`));
   } catch (err) {
-    if (!(err as Error).message?.includes(logFile))
-      ctx.progress(`cachesync's log for ${spec.name}: ${logFile}`);
+    const message = (err as Error).message ?? '';
+    for (const proc of started) {
+      if (!message.includes(proc.logFile)) ctx.progress(`cachesync's log for ${spec.name}: ${proc.logFile}`);
+    }
     throw err;
   } finally {
-    await stop();
+    for (const proc of started) await proc.stop(log);
     await ctx.admin
       .deleteTopics({ topics: [topic, dlqTopic, checkpointTopic] })
       .catch((err: Error) => log(`could not delete its topics: ${err.message}`));
@@ -354,12 +614,14 @@ export function configYaml(
 function onTopic(admin: Admin, topic: string, proc: CachesyncProcess): Progress {
   return {
     what: 'on the topic',
-    read: async () => {
-      const offsets = await proc.guard(admin.fetchTopicOffsets(topic));
-      return offsets.reduce((sum, p) => sum + Number(p.high), 0);
-    },
+    read: () => proc.guard(messagesOn(admin, topic)),
     pollMs: TOPIC_POLL_MS,
   };
+}
+
+async function messagesOn(admin: Admin, topic: string): Promise<number> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return offsets.reduce((sum, p) => sum + Number(p.high), 0);
 }
 
 /** Changes of the table applied to Redis, from cachesync's /metrics. */
