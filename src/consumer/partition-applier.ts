@@ -49,7 +49,7 @@ export interface PartitionApplierOptions {
   config: Pick<CompiledConfig, 'kafka' | 'consumer' | 'mappings'>;
   logger: Logger;
   events: Pick<EventEmitter<ApplyEvents>, 'emit'>;
-  applier: Pick<RedisApplier, 'apply'>;
+  applier: Pick<RedisApplier, 'applyAll'>;
   redeletes: Pick<RedeleteScheduler, 'waitForRoom'>;
   deadLetters: Pick<DeadLetterWriter, 'write'>;
   auditor: Pick<Auditor, 'offer'>;
@@ -82,6 +82,8 @@ interface Pending {
 }
 
 type DeadLetter = { message: KafkaMessage; info: FailureInfo };
+
+const NO_OPS: readonly CacheOp[] = [];
 
 /** Tables named in log lines about unmapped changes, at most (bounded memory and log volume). */
 const MAX_REPORTED_TABLES = 100;
@@ -158,37 +160,37 @@ export class PartitionApplier {
     let work = segment;
     let outageAttempt = 0;
     while (work.length > 0) {
-      const results = await Promise.allSettled(
-        work.map((p) => (p.error ? Promise.reject(p.error) : applier.apply(p.ops, { heartbeat, live }))),
+      const applied = await applier.applyAll(
+        work.map((p) => (p.error ? NO_OPS : p.ops)),
+        { heartbeat, live },
       );
+      const results = work.map((p, i) => p.error ?? applied[i]!);
       // A bug, or something only an operator can fix: stop, commit nothing of this segment.
       const fatal = results.find(
-        (r): r is PromiseRejectedResult =>
-          r.status === 'rejected' &&
-          (errorKind(r.reason) === 'programmer' || errorKind(r.reason) === 'fatal'),
+        (r): r is Error => r instanceof Error && (errorKind(r) === 'programmer' || errorKind(r) === 'fatal'),
       );
-      if (fatal) throw fatal.reason;
+      if (fatal) throw fatal;
       const again: Pending[] = [];
       let outage: Error | undefined;
       const now = Date.now();
       const tally = new RoundTally();
-      results.forEach((r, i) => {
+      for (let i = 0; i < work.length; i++) {
         const p = work[i]!;
-        if (r.status === 'fulfilled') {
-          this.recordApplied(p, r.value, tally);
-        } else if (errorKind(r.reason) === 'message') {
+        const r = results[i]!;
+        if (!(r instanceof Error)) {
+          this.recordApplied(p, r, tally);
+        } else if (errorKind(r) === 'message') {
           // The message's own fault: retried within its budget, then dead-lettered.
           p.attempts++;
           p.firstFailureMs ??= now;
-          const error = r.reason as MessageError;
           if (p.attempts < config.consumer.maxAttempts) again.push(p);
-          else letters.push({ message: p.message, info: failureInfo(p, error, ctx, now) });
+          else letters.push({ message: p.message, info: failureInfo(p, r, ctx, now) });
         } else {
           // Redis itself is unavailable: nobody's fault, no attempt counted, retried until it is back.
-          outage = r.reason instanceof Error ? r.reason : new Error(String(r.reason));
+          outage = r;
           again.push(p);
         }
-      });
+      }
       if (!tally.empty) events.emit('applied', tally.result(ctx.partition));
       if (again.length === 0) break;
       if (!live()) return false;

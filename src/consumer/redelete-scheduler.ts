@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import { errorMessage, isProgrammerError } from '../core/errors.js';
 import { backoffDelay, pause, type BackoffPolicy } from '../core/retry.js';
 import type { Logger } from '../observability/logger.js';
-import type { RedisApplier } from './redis-applier.js';
+import { REDELETE_BATCH, type RedisApplier } from './redis-applier.js';
 
 /** What the delayed-delete scheduler reports (the metrics module turns it into series). */
 export interface RedeleteEvents {
@@ -72,7 +72,12 @@ export class RedeleteScheduler {
     let lastGauge = 0;
     do {
       try {
-        const ran = await applier.runDueRedeletes();
+        // Everything due in this poll, a batch per round trip: the schedule drains as fast as it fills.
+        let ran = 0;
+        for (let round = REDELETE_BATCH; round === REDELETE_BATCH && !this.opts.signal.aborted;) {
+          round = await applier.runDueRedeletes();
+          ran += round;
+        }
         if (ran > 0) events.emit('redeletesRun', ran);
         if (Date.now() - lastGauge > 1000) {
           events.emit('redeletesPending', await applier.pendingRedeletes());

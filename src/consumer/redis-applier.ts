@@ -23,82 +23,160 @@ export interface RedisApplierOptions {
 
 type RedisClient = Redis | Cluster;
 
-/*
+/**
+ * Applies a list of ops, in order, in one script call, and answers one reply per op: 1 written,
+ * 0 skipped (Redis holds a newer change), or `E<error>` when Redis refused that op alone (the other
+ * ops still run). Ops are read from ARGV by a kind letter, their keys from KEYS in the same order:
+ *
+ * - `S version value ttl guardTtl replace` (KEYS: key, guard): a string, if newer than its guard.
+ * - `H version ttl guardTtl replace n field value ...` (KEYS: key, guard): a hash, if newer.
+ * - `D version guardTtl` (KEYS: key, guard): a delete, unless the guard holds a newer change.
+ * - `Z due member` (KEYS: the schedule): a delayed delete of `member`, never moved earlier.
+ * - `X` (KEYS: key): a due delayed delete.
+ * - `R member score` (KEYS: the schedule): removes a run delayed delete, unless rescheduled meanwhile.
+ *
  * Each write checks the key's version guard (a companion key in the same cluster slot) and writes
  * only if its change is newer, so a replay, a DLQ replay or another row's late change never puts
  * an older value back. A DEL leaves its version behind for the same reason.
  */
-const SET_IF_NEWER = `${VERSION_COMPARE_LUA}
-local cur = redis.call('GET', KEYS[2])
-if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' and t ~= 'string' then
-  if ARGV[5] ~= '1' then
-    return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string')
+const APPLY_OPS = `${VERSION_COMPARE_LUA}
+local seen, seen_parts
+local function may_write(guard, version, ties)
+  local cur = redis.call('GET', guard)
+  if not cur then return true end
+  if cur == version then return ties end
+  if version ~= seen then seen, seen_parts = version, cs_version_parts(version) end
+  local order = cs_compare_parts(cs_version_parts(cur), seen_parts)
+  return order < 0 or (ties and order == 0)
+end
+local function set_guard(guard, version, ttl)
+  if ttl ~= '' then redis.call('SET', guard, version, 'PX', ttl) else redis.call('SET', guard, version) end
+end
+local function set_string(key, guard, version, value, ttl, guardTtl, replace)
+  if not may_write(guard, version, false) then return 0 end
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= 'string' then
+    if replace ~= '1' then
+      return 'EWRONGTYPE key holds a ' .. t .. ', refresh with format json writes a string'
+    end
+    redis.call('DEL', key)
   end
-  redis.call('DEL', KEYS[1])
+  if ttl ~= '' then redis.call('SET', key, value, 'PX', ttl) else redis.call('SET', key, value) end
+  set_guard(guard, version, guardTtl)
+  return 1
 end
-if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('SET', KEYS[1], ARGV[2]) end
-if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4]) else redis.call('SET', KEYS[2], ARGV[1]) end
-return 1`;
-
-const HASH_IF_NEWER = `${VERSION_COMPARE_LUA}
-local cur = redis.call('GET', KEYS[2])
-if cur and cs_compare_versions(cur, ARGV[1]) >= 0 then return 0 end
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= 'none' and t ~= 'hash' and ARGV[4] ~= '1' then
-  return redis.error_reply('WRONGTYPE key holds a ' .. t .. ', refresh with format hash writes a hash')
+local function set_hash(key, guard, version, ttl, guardTtl, replace, first, last)
+  if not may_write(guard, version, false) then return 0 end
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= 'hash' and replace ~= '1' then
+    return 'EWRONGTYPE key holds a ' .. t .. ', refresh with format hash writes a hash'
+  end
+  redis.call('DEL', key)
+  if last >= first then redis.call('HSET', key, unpack(ARGV, first, last)) end
+  if ttl ~= '' then redis.call('PEXPIRE', key, ttl) end
+  set_guard(guard, version, guardTtl)
+  return 1
 end
-redis.call('DEL', KEYS[1])
-if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
-if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3]) else redis.call('SET', KEYS[2], ARGV[1]) end
-return 1`;
+local function delete(key, guard, version, guardTtl)
+  if not may_write(guard, version, true) then return 0 end
+  redis.call('DEL', key)
+  set_guard(guard, version, guardTtl)
+  return 1
+end
+local function schedule(zset, due, member)
+  redis.call('ZADD', zset, 'GT', due, member)
+  return 1
+end
+local function run_due(key)
+  redis.call('DEL', key)
+  return 1
+end
+local function unschedule(zset, member, score)
+  if redis.call('ZSCORE', zset, member) == score then redis.call('ZREM', zset, member) end
+  return 1
+end
+local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  local kind, ok, r = ARGV[a], nil, nil
+  if kind == 'S' then
+    ok, r = pcall(set_string, KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+    k, a = k + 2, a + 6
+  elseif kind == 'H' then
+    local n = tonumber(ARGV[a + 5])
+    ok, r = pcall(set_hash, KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], a + 6, a + 5 + n)
+    k, a = k + 2, a + 6 + n
+  elseif kind == 'D' then
+    ok, r = pcall(delete, KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
+    k, a = k + 2, a + 3
+  elseif kind == 'Z' then
+    ok, r = pcall(schedule, KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    k, a = k + 1, a + 3
+  elseif kind == 'X' then
+    ok, r = pcall(run_due, KEYS[k])
+    k, a = k + 1, a + 1
+  elseif kind == 'R' then
+    ok, r = pcall(unschedule, KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    k, a = k + 1, a + 3
+  else
+    return redis.error_reply('ERR cachesync: unknown op ' .. tostring(kind))
+  end
+  if not ok then
+    if type(r) == 'table' then r = r.err end
+    r = 'E' .. tostring(r)
+  end
+  out[#out + 1] = r
+end
+return out`;
 
-const DEL_IF_NEWER = `${VERSION_COMPARE_LUA}
-local cur = redis.call('GET', KEYS[2])
-if cur and cs_compare_versions(cur, ARGV[1]) > 0 then return 0 end
-redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) else redis.call('SET', KEYS[2], ARGV[1]) end
-return 1`;
-
-/** Removes a due delayed delete only if it was not rescheduled meanwhile. */
-const ZREM_IF_SCORE = `
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0`;
+/** One op's reply from {@link APPLY_OPS}: 1 written, 0 stale, `E<error>` refused. */
+type OpReply = number | string;
 
 interface ScriptedClient {
-  csSetIfNewer(
-    key: string,
-    verKey: string,
-    version: string,
-    value: string,
-    ttl: string,
-    verTtl: string,
-    replace: string,
-  ): Promise<number>;
-  csHashIfNewer(
-    key: string,
-    verKey: string,
-    version: string,
-    ttl: string,
-    verTtl: string,
-    replace: string,
-    ...fields: string[]
-  ): Promise<number>;
-  csDelIfNewer(key: string, verKey: string, version: string, verTtl: string): Promise<number>;
-  csZremIfScore(zset: string, member: string, score: string): Promise<number>;
+  /** Any number of ops on a standalone Redis: `numKeys`, then the keys, then the ops' arguments. */
+  csApplyOps(numKeys: number, keys: string[], args: string[]): Promise<OpReply[]>;
+  /** One op of two keys (key and guard), routed by its key on a Cluster. */
+  csApplyOp2(key: string, guard: string, args: string[]): Promise<OpReply[]>;
+  /** One op of one key, routed by it on a Cluster. */
+  csApplyOp1(key: string, args: string[]): Promise<OpReply[]>;
 }
 
 /**
- * Applies cache ops to Redis (standalone or Cluster). Commands are auto-pipelined by the client, so a
- * batch of ops costs a round trip per node, not per op.
+ * Ops per script call on a standalone Redis. A call runs atomically, so this bounds how long other
+ * clients wait behind it (a few hundred microseconds), while still taking most of the per-command
+ * cost out of each op.
+ */
+const OPS_PER_CALL = 100;
+
+/** Due delayed deletes run per round trip. */
+export const REDELETE_BATCH = 500;
+
+/** What a message's ops came to: an outcome per op, or the error that failed the message. */
+export type ApplyResult = OpOutcome[] | Error;
+
+/** An op run by {@link APPLY_OPS} (a table-level delete scans instead). */
+type ScriptedOp = Exclude<CacheOp, { kind: 'delMatching' }>;
+
+/** A script call being built: its keys and arguments, and where each of its ops came from. */
+interface ScriptCall {
+  keys: string[];
+  args: string[];
+  ops: ScriptedOp[];
+  /** The message and the index within it of each op, so its reply goes back there. */
+  messages: number[];
+  indexes: number[];
+}
+
+/**
+ * Applies cache ops to Redis (standalone or Cluster). On a standalone Redis the ops of many
+ * messages go in a few script calls; on a Cluster, where one call's keys must share a slot, one
+ * call per op. Commands are auto-pipelined by the client, so a batch costs a round trip per node.
  */
 export class RedisApplier {
   readonly metaPrefix: string;
   readonly versionTtlMs: number | null;
   private readonly scanBatch: number;
   private readonly scripted: ScriptedClient;
+  private readonly cluster: boolean;
 
   constructor(
     private readonly redis: RedisClient,
@@ -109,6 +187,7 @@ export class RedisApplier {
     this.scanBatch = opts.scanBatch ?? 500;
     defineScripts(redis);
     this.scripted = redis as unknown as ScriptedClient;
+    this.cluster = redis.isCluster;
   }
 
   /** A guard's PX argument: the guard lifetime, at least the key's TTL; '' for no expiry. */
@@ -130,65 +209,113 @@ export class RedisApplier {
   }
 
   /**
-   * Applies every op, concurrently but in order on each connection; `control` keeps a long
-   * table-level delete heartbeating and lets shutdown stop it. Resolves one outcome per op, or
-   * rejects: UnavailableError when Redis itself failed (retry later), MessageError when Redis
-   * rejected an op because of its content (wrong type, value too large), anything else is a bug.
+   * Applies one message's ops (see {@link applyAll}). Resolves one outcome per op, or rejects:
+   * UnavailableError when Redis itself failed (retry later), MessageError when Redis rejected an
+   * op because of its content (wrong type, value too large), anything else is a bug.
    */
   async apply(ops: readonly CacheOp[], control: ScanControl = {}): Promise<OpOutcome[]> {
-    const settled = await Promise.allSettled(ops.map((op) => this.applyOne(op, control)));
-    const outcomes: OpOutcome[] = [];
-    let messageError: MessageError | undefined;
-    for (const [i, result] of settled.entries()) {
-      if (result.status === 'fulfilled') {
-        outcomes.push(result.value);
-        continue;
-      }
-      const err = classifyRedisError(result.reason);
-      if (!(err instanceof MessageError)) throw err;
-      messageError ??= new MessageError(`${ops[i]?.path ?? ''}: ${err.message}`, { cause: err });
-    }
-    if (messageError) throw messageError;
-    return outcomes;
+    const [result] = await this.applyAll([ops], control);
+    if (result instanceof Error) throw result;
+    return result ?? [];
   }
 
-  private async applyOne(op: CacheOp, control: ScanControl): Promise<OpOutcome> {
-    const verTtl = this.guardTtl();
+  /**
+   * Applies the ops of several messages: each key's ops in the order given, across messages too.
+   * `control` keeps a long table-level delete heartbeating and lets shutdown stop it. Resolves one
+   * result per message: its outcomes, or the error that failed it (UnavailableError when Redis
+   * itself failed, MessageError when Redis rejected one of its ops because of its content, anything
+   * else is a bug). Rejects only on a bug.
+   */
+  async applyAll(batch: readonly (readonly CacheOp[])[], control: ScanControl = {}): Promise<ApplyResult[]> {
+    const replies: unknown[][] = batch.map((ops) => new Array<unknown>(ops.length));
+    const work: Promise<void>[] = [];
+    const now = Date.now();
+    const calls = new CallBuilder((op, call) => this.encode(op, now, call), this.cluster ? 1 : OPS_PER_CALL);
+    for (let m = 0; m < batch.length; m++) {
+      const ops = batch[m]!;
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!;
+        if (op.kind !== 'delMatching') {
+          calls.add(op, m, i);
+          continue;
+        }
+        const settle = (reply: unknown) => {
+          replies[m]![i] = reply;
+        };
+        work.push(
+          this.deleteOwned(keyFilter(op.template, op.kinds, this.metaPrefix), op.version, control).then(
+            () => settle(1),
+            settle,
+          ),
+        );
+      }
+    }
+    for (const call of calls.calls) work.push(this.send(call, now, replies));
+    await Promise.all(work);
+    return batch.map((ops, m) => settleMessage(ops, replies[m]!));
+  }
+
+  /**
+   * Sends a script call, putting each reply (or the call's failure) where its op came from. A call
+   * Redis refused as a whole for what is in it is sent again an op at a time, so that only the
+   * message at fault fails.
+   */
+  private send(call: ScriptCall, now: number, replies: unknown[][]): Promise<void> {
+    const { keys, args, messages, indexes } = call;
+    const sent = this.cluster
+      ? keys.length === 2
+        ? this.scripted.csApplyOp2(keys[0]!, keys[1]!, args)
+        : this.scripted.csApplyOp1(keys[0]!, args)
+      : this.scripted.csApplyOps(keys.length, keys, args);
+    return sent.then(
+      (out) => {
+        for (let j = 0; j < indexes.length; j++) replies[messages[j]!]![indexes[j]!] = out[j];
+      },
+      async (err: unknown) => {
+        if (call.ops.length > 1 && classifyRedisError(err) instanceof MessageError) {
+          const alone = new CallBuilder((op, one) => this.encode(op, now, one), 1);
+          call.ops.forEach((op, j) => alone.add(op, messages[j]!, indexes[j]!));
+          await Promise.all(alone.calls.map((one) => this.send(one, now, replies)));
+          return;
+        }
+        for (let j = 0; j < indexes.length; j++) replies[messages[j]!]![indexes[j]!] = err;
+      },
+    );
+  }
+
+  /** Appends an op's keys and arguments to a script call. */
+  private encode(op: ScriptedOp, now: number, { keys, args }: ScriptCall): void {
     switch (op.kind) {
       case 'set':
-        return outcome(
-          await this.scripted.csSetIfNewer(
-            op.key,
-            this.versionKey(op.key),
-            op.version,
-            op.value,
-            op.ttlMs === undefined ? '' : String(op.ttlMs),
-            this.guardTtl(op.ttlMs),
-            op.replace ? '1' : '',
-          ),
+        keys.push(op.key, this.versionKey(op.key));
+        args.push(
+          'S',
+          op.version,
+          op.value,
+          op.ttlMs === undefined ? '' : String(op.ttlMs),
+          this.guardTtl(op.ttlMs),
+          op.replace ? '1' : '',
         );
-      case 'hash':
-        return outcome(
-          await this.scripted.csHashIfNewer(
-            op.key,
-            this.versionKey(op.key),
-            op.version,
-            op.ttlMs === undefined ? '' : String(op.ttlMs),
-            this.guardTtl(op.ttlMs),
-            op.replace ? '1' : '',
-            ...Object.entries(op.fields).flat(),
-          ),
-        );
+        return;
+      case 'hash': {
+        keys.push(op.key, this.versionKey(op.key));
+        const count = args.length + 5;
+        args.push('H', op.version, op.ttlMs === undefined ? '' : String(op.ttlMs), this.guardTtl(op.ttlMs));
+        args.push(op.replace ? '1' : '', '');
+        for (const field in op.fields) args.push(field, op.fields[field]!);
+        args[count] = String(args.length - count - 1);
+        return;
+      }
       case 'del':
-        return outcome(await this.scripted.csDelIfNewer(op.key, this.versionKey(op.key), op.version, verTtl));
+        keys.push(op.key, this.versionKey(op.key));
+        args.push('D', op.version, this.guardTtl());
+        return;
       case 'redelete':
         // The schedule lives in Redis: it survives a consumer crash, and a Redis that lost it lost
         // the keys it would have deleted too.
-        await this.redis.zadd(this.redeleteKey, 'GT', Date.now() + op.delayMs, op.key);
-        return 'applied';
-      case 'delMatching':
-        await this.deleteOwned(keyFilter(op.template, op.kinds, this.metaPrefix), op.version, control);
-        return 'applied';
+        keys.push(this.redeleteKey);
+        args.push('Z', String(now + op.delayMs), op.key);
+        return;
     }
   }
 
@@ -198,17 +325,16 @@ export class RedisApplier {
    * UnavailableError if `control.live` stopped it, so nothing of it counts as applied.
    */
   async deleteOwned(filter: KeyFilter, version: string, control: ScanControl = {}): Promise<number> {
-    const verTtl = this.guardTtl();
     let deleted = 0;
     const complete = await scanOwnedKeys(
       this.redis,
       filter,
       async (keys) => {
-        // One script per key: keys of a cluster node may sit in different slots.
-        const replies = await Promise.all(
-          keys.map((k) => this.scripted.csDelIfNewer(k, this.versionKey(k), version, verTtl)),
-        );
-        deleted += replies.filter((r) => r === 1).length;
+        const ops = keys.map((key): CacheOp => ({ kind: 'del', key, version, path: filter.template }));
+        const results = await this.applyAll([ops]);
+        const result = results[0]!;
+        if (result instanceof Error) throw result;
+        deleted += result.filter((r) => r === 'applied').length;
       },
       { count: this.scanBatch, ...control },
     );
@@ -224,7 +350,7 @@ export class RedisApplier {
    * Runs the delayed deletes that are due, oldest first, at most `limit`. A key is removed from
    * the schedule only after its DEL, so a crash in between deletes it again later (harmless).
    */
-  async runDueRedeletes(now = Date.now(), limit = 500): Promise<number> {
+  async runDueRedeletes(now = Date.now(), limit = REDELETE_BATCH): Promise<number> {
     const due = await this.redis.zrangebyscore(
       this.redeleteKey,
       '-inf',
@@ -234,14 +360,28 @@ export class RedisApplier {
       0,
       limit,
     );
-    const work: Promise<unknown>[] = [];
-    for (let i = 0; i + 1 < due.length; i += 2) {
-      const key = due[i]!;
-      const score = due[i + 1]!;
-      work.push(this.redis.del(key).then(() => this.scripted.csZremIfScore(this.redeleteKey, key, score)));
+    const zset = this.redeleteKey;
+    const count = due.length >> 1;
+    if (!this.cluster) {
+      // One call: each DEL, then its removal from the schedule, in that order.
+      const keys: string[] = [];
+      const args: string[] = [];
+      for (let i = 0; i < count; i++) {
+        keys.push(due[2 * i]!, zset);
+        args.push('X', 'R', due[2 * i]!, due[2 * i + 1]!);
+      }
+      if (count > 0) throwRefusal(await this.scripted.csApplyOps(keys.length, keys, args));
+      return count;
     }
-    await Promise.all(work);
-    return work.length;
+    // A Cluster: the keys live in other slots than the schedule; every DEL first, then the removals.
+    const members = Array.from({ length: count }, (_, i) => due[2 * i]!);
+    await Promise.all(members.map((key) => this.redis.del(key)));
+    await Promise.all(
+      members.map(async (key, i) =>
+        throwRefusal(await this.scripted.csApplyOp1(zset, ['R', key, due[2 * i + 1]!])),
+      ),
+    );
+    return count;
   }
 
   /** The version of the last change applied to a key, or null if its guard is gone. */
@@ -255,18 +395,75 @@ export class RedisApplier {
   }
 }
 
-function outcome(reply: number): OpOutcome {
-  return reply === 1 ? 'applied' : 'stale';
+/**
+ * Collects ops into script calls: on a standalone Redis up to {@link OPS_PER_CALL} ops a call, in
+ * the order added; on a Cluster one op a call.
+ */
+class CallBuilder {
+  readonly calls: ScriptCall[] = [];
+  private current: ScriptCall | undefined;
+
+  constructor(
+    private readonly encode: (op: ScriptedOp, call: ScriptCall) => void,
+    private readonly opsPerCall: number,
+  ) {}
+
+  add(op: ScriptedOp, message: number, index: number): void {
+    let call = this.current;
+    if (!call || call.ops.length >= this.opsPerCall) {
+      call = { keys: [], args: [], ops: [], messages: [], indexes: [] };
+      this.calls.push(call);
+      this.current = call;
+    }
+    this.encode(op, call);
+    call.ops.push(op);
+    call.messages.push(message);
+    call.indexes.push(index);
+  }
+}
+
+/**
+ * The result of one message from its ops' replies: its outcomes, or the first failure that is not
+ * the message's fault, or else its first refusal (named by the op's config path).
+ */
+function settleMessage(ops: readonly CacheOp[], replies: readonly unknown[]): ApplyResult {
+  const outcomes: OpOutcome[] = new Array<OpOutcome>(ops.length);
+  let messageError: MessageError | undefined;
+  for (let i = 0; i < ops.length; i++) {
+    const reply = replies[i];
+    if (reply === 1 || reply === 0) {
+      outcomes[i] = reply === 1 ? 'applied' : 'stale';
+      continue;
+    }
+    const err = classifyRedisError(isRefusal(reply) ? replyError(reply) : reply);
+    if (!(err instanceof MessageError)) return err;
+    messageError ??= new MessageError(`${ops[i]?.path ?? ''}: ${err.message}`, { cause: err });
+  }
+  return messageError ?? outcomes;
+}
+
+function isRefusal(reply: unknown): reply is string {
+  return typeof reply === 'string' && reply.startsWith('E');
+}
+
+/** What ioredis would have thrown, had the refused op been a command of its own. */
+function replyError(reply: string): Error {
+  return Object.assign(new Error(reply.slice(1)), { name: 'ReplyError' });
+}
+
+function throwRefusal(replies: readonly OpReply[]): void {
+  const refused = replies.find(isRefusal);
+  if (refused !== undefined) throw replyError(refused);
 }
 
 function defineScripts(redis: RedisClient): void {
-  const define = (name: string, numberOfKeys: number, lua: string) => {
-    if (!(name in redis)) redis.defineCommand(name, { numberOfKeys, lua });
+  const define = (name: string, numberOfKeys: number | undefined, lua: string) => {
+    if (!(name in redis))
+      redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
   };
-  define('csSetIfNewer', 2, SET_IF_NEWER);
-  define('csHashIfNewer', 2, HASH_IF_NEWER);
-  define('csDelIfNewer', 2, DEL_IF_NEWER);
-  define('csZremIfScore', 1, ZREM_IF_SCORE);
+  define('csApplyOps', undefined, APPLY_OPS);
+  define('csApplyOp2', 2, APPLY_OPS);
+  define('csApplyOp1', 1, APPLY_OPS);
 }
 
 /**

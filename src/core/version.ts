@@ -122,7 +122,8 @@ export function futureVersionProblem(version: Version, nowMs: number): string | 
 
 /**
  * The same comparison in Lua, for the Redis scripts: defines `cs_compare_versions(a, b)`, returning
- * -1, 0 or 1 like {@link compareVersions}. Every script that compares versions starts with it, so
+ * -1, 0 or 1 like {@link compareVersions}, and `cs_compare_parts(x, y)` for versions already split
+ * by `cs_version_parts` (a script comparing many keys against one version splits it once). Every script that compares versions starts with it, so
  * TypeScript and Redis can never disagree on an order.
  */
 export const VERSION_COMPARE_LUA = `
@@ -132,13 +133,15 @@ local function cs_version_parts(v)
   if #parts == 3 then table.insert(parts, 1, '') end
   return parts
 end
-local function cs_compare_versions(a, b)
-  local x, y = cs_version_parts(a), cs_version_parts(b)
+local function cs_compare_parts(x, y)
   for i = 1, 4 do
     local p, q = x[i] or '', y[i] or ''
     if #p ~= #q then if #p < #q then return -1 else return 1 end end
     if p ~= q then if p < q then return -1 else return 1 end end
   end
   return 0
+end
+local function cs_compare_versions(a, b)
+  return cs_compare_parts(cs_version_parts(a), cs_version_parts(b))
 end
 `;

@@ -318,7 +318,7 @@ describe("Redis' own refusals and cachesync's own bugs", () => {
     });
     pipeline.runtimes.push(runtime);
     await ready(runtime);
-    vi.spyOn(RedisApplier.prototype, 'apply').mockImplementation(() => {
+    vi.spyOn(RedisApplier.prototype, 'applyAll').mockImplementation(() => {
       // What a bug looks like: reading a property of undefined.
       return Promise.reject(new TypeError("Cannot read properties of undefined (reading 'key')"));
     });
