@@ -126,8 +126,12 @@ function writeOp(
   version: Version,
   random: () => number,
 ): Extract<CacheOp, { kind: 'set' | 'hash' }> {
-  const columns = key.columns ?? Object.keys(row);
   const ttlMs = key.ttlMs === undefined ? undefined : jitter(key.ttlMs, key.ttlJitter, random);
+  if (key.format === 'json' && key.columns === undefined) {
+    // Every column, in the row's order: the row's own JSON, with no copy of it.
+    return { kind: 'set', key: redisKey, value: JSON.stringify(row), ttlMs, path: key.path, version };
+  }
+  const columns = key.columns ?? Object.keys(row);
   const picked: Record<string, unknown> = {};
   for (const column of columns) {
     if (!Object.prototype.hasOwnProperty.call(row, column)) {
