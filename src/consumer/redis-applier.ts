@@ -32,8 +32,8 @@ type RedisClient = Redis | Cluster;
  * - `S version value ttl guardTtl replace` (KEYS: key, guard): a string, if newer than its guard.
  * - `H version ttl guardTtl replace n field value ...` (KEYS: key, guard): a hash, if newer.
  * - `D version guardTtl` (KEYS: key, guard): a delete, unless the guard holds a newer change.
- * - `Z due member` (KEYS: the schedule): a delayed delete of `member`, never moved earlier.
- * - `X` (KEYS: key): a due delayed delete.
+ * - `Z due member` (KEYS: the schedule): a delayed delete of `member`, never moved earlier; the
+ *   call schedules them all at its end, in one ZADD.
  * - `R member score` (KEYS: the schedule): removes a run delayed delete, unless rescheduled meanwhile.
  *
  * Each write checks the key's version guard (a companion key in the same cluster slot) and writes
@@ -92,13 +92,17 @@ local function delete(key, guard, version, guardTtl)
   set_guard(guard, version, guardTtl)
   return 1
 end
-local function schedule(zset, due, member)
-  redis.call('ZADD', zset, 'GT', due, member)
-  return 1
-end
-local function run_due(key)
-  redis.call('DEL', key)
-  return 1
+-- Delayed deletes are scheduled together at the end of the call, one ZADD per schedule.
+local schedules = {}
+local function schedule(zset, due, member, at)
+  local s = schedules[zset]
+  if not s then
+    s = { args = { 'ZADD', zset, 'GT' }, at = {} }
+    schedules[zset] = s
+  end
+  s.args[#s.args + 1] = due
+  s.args[#s.args + 1] = member
+  s.at[#s.at + 1] = at
 end
 local function unschedule(zset, member, score)
   if redis.call('ZSCORE', zset, member) == score then redis.call('ZREM', zset, member) end
@@ -118,11 +122,9 @@ while a <= #ARGV do
     ok, r = pcall(delete, KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
     k, a = k + 2, a + 3
   elseif kind == 'Z' then
-    ok, r = pcall(schedule, KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    ok, r = true, 1
+    schedule(KEYS[k], ARGV[a + 1], ARGV[a + 2], #out + 1)
     k, a = k + 1, a + 3
-  elseif kind == 'X' then
-    ok, r = pcall(run_due, KEYS[k])
-    k, a = k + 1, a + 1
   elseif kind == 'R' then
     ok, r = pcall(unschedule, KEYS[k], ARGV[a + 1], ARGV[a + 2])
     k, a = k + 1, a + 3
@@ -135,12 +137,47 @@ while a <= #ARGV do
   end
   out[#out + 1] = r
 end
+for _, s in pairs(schedules) do
+  local ok, r = pcall(redis.call, unpack(s.args))
+  if not ok then
+    if type(r) == 'table' then r = r.err end
+    for _, at in ipairs(s.at) do out[at] = 'E' .. tostring(r) end
+  end
+end
 return out`;
+
+/**
+ * Runs due delayed deletes on a standalone Redis: KEYS[1] is the schedule, KEYS[2..] the due keys,
+ * ARGV the score each was read with. Each key is deleted, and removed from the schedule unless it
+ * was rescheduled since it was read (its score changed).
+ */
+const RUN_DUE = `
+local members = {}
+for i = 2, #KEYS do
+  redis.call('DEL', KEYS[i])
+  members[#members + 1] = KEYS[i]
+end
+if #members == 0 then return 0 end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
+local done = {}
+for i, score in ipairs(scores) do
+  if score == ARGV[i] then done[#done + 1] = members[i] end
+end
+if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+return #members`;
 
 /** One op's reply from {@link APPLY_OPS}: 1 written, 0 stale, `E<error>` refused. */
 type OpReply = number | string;
 
-const APPLY_OPS_SHA = createHash('sha1').update(APPLY_OPS).digest('hex');
+/** A script run by {@link RedisApplier}, with the SHA1 EVALSHA names it by. */
+interface Script {
+  lua: string;
+  sha: string;
+}
+
+const script = (lua: string): Script => ({ lua, sha: createHash('sha1').update(lua).digest('hex') });
+const APPLY_OPS_SCRIPT = script(APPLY_OPS);
+const RUN_DUE_SCRIPT = script(RUN_DUE);
 
 interface ScriptedClient {
   /** One op of two keys (key and guard), routed by its key on a Cluster. */
@@ -275,7 +312,7 @@ export class RedisApplier {
       ? keys.length === 2
         ? this.scripted.csApplyOp2(keys[0]!, keys[1]!, args)
         : this.scripted.csApplyOp1(keys[0]!, args)
-      : this.applyOps(keys, args);
+      : this.runScript<OpReply[]>(APPLY_OPS_SCRIPT, keys, args);
     return sent.then(
       (out) => {
         for (let j = 0; j < indexes.length; j++) replies[messages[j]!]![indexes[j]!] = out[j];
@@ -293,27 +330,27 @@ export class RedisApplier {
   }
 
   /**
-   * Runs {@link APPLY_OPS} over any number of ops on a standalone Redis, as a command built here:
+   * Runs a script over any number of keys and arguments on a standalone Redis, as a command built here:
    * ioredis copies and flattens the arguments of the commands it builds (Array.prototype.flat,
    * about 0.2 us an argument), which for calls of hundreds of arguments cost more than all the
    * rest of the apply. A Redis that lost its scripts (restarted, SCRIPT FLUSH) is sent the script.
    */
-  private async applyOps(keys: readonly string[], args: readonly string[]): Promise<OpReply[]> {
+  private async runScript<T>(script: Script, keys: readonly string[], args: readonly string[]): Promise<T> {
     const argv = new Array<string>(2 + keys.length + args.length);
-    argv[0] = APPLY_OPS_SHA;
+    argv[0] = script.sha;
     argv[1] = String(keys.length);
     for (let i = 0; i < keys.length; i++) argv[2 + i] = keys[i]!;
     for (let i = 0, at = 2 + keys.length; i < args.length; i++) argv[at + i] = args[i]!;
     const send = (name: 'evalsha' | 'eval') => {
       const command = new Command(name, [], { replyEncoding: 'utf8' });
       command.args = argv;
-      return (this.redis as Redis).sendCommand(command) as Promise<OpReply[]>;
+      return (this.redis as Redis).sendCommand(command) as Promise<T>;
     };
     try {
       return await send('evalsha');
     } catch (err) {
       if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
-      argv[0] = APPLY_OPS;
+      argv[0] = script.lua;
       return send('eval');
     }
   }
@@ -398,14 +435,14 @@ export class RedisApplier {
     const zset = this.redeleteKey;
     const count = due.length >> 1;
     if (!this.cluster) {
-      // One call: each DEL, then its removal from the schedule, in that order.
-      const keys: string[] = [];
-      const args: string[] = [];
+      if (count === 0) return 0;
+      const keys = [zset];
+      const scores: string[] = [];
       for (let i = 0; i < count; i++) {
-        keys.push(due[2 * i]!, zset);
-        args.push('X', 'R', due[2 * i]!, due[2 * i + 1]!);
+        keys.push(due[2 * i]!);
+        scores.push(due[2 * i + 1]!);
       }
-      if (count > 0) throwRefusal(await this.applyOps(keys, args));
+      await this.runScript<number>(RUN_DUE_SCRIPT, keys, scores);
       return count;
     }
     // A Cluster: the keys live in other slots than the schedule; every DEL first, then the removals.
