@@ -74,16 +74,30 @@ interface BatchContext {
 /** One message of a chunk on its way to Redis. */
 interface Pending {
   message: KafkaMessage;
-  event?: ChangeEvent;
-  ops: CacheOp[];
-  error?: Error;
+  event: ChangeEvent | undefined;
+  /** The `table` label of its metrics: the mapped table, or `unmapped`. */
+  table: string;
+  ops: readonly CacheOp[];
+  error: Error | undefined;
   attempts: number;
-  firstFailureMs?: number;
+  firstFailureMs: number | undefined;
+}
+
+/** A message planned: every Pending has the same shape, so the loops over them stay monomorphic. */
+function pending(
+  message: KafkaMessage,
+  event: ChangeEvent | undefined,
+  table: string,
+  ops: readonly CacheOp[],
+  error?: Error,
+): Pending {
+  return { message, event, table, ops, error, attempts: 0, firstFailureMs: undefined };
 }
 
 type DeadLetter = { message: KafkaMessage; info: FailureInfo };
 
 const NO_OPS: readonly CacheOp[] = [];
+const UNMAPPED = 'unmapped';
 
 /** Tables named in log lines about unmapped changes, at most (bounded memory and log volume). */
 const MAX_REPORTED_TABLES = 100;
@@ -224,7 +238,7 @@ export class PartitionApplier {
     } catch (err) {
       if (isProgrammerError(err)) throw err;
       const error = err instanceof MessageError ? err : new MessageError(errorMessage(err), { cause: err });
-      return { message, ops: [], error, attempts: 0 };
+      return pending(message, undefined, UNMAPPED, NO_OPS, error);
     }
     const table = `${event.db}.${event.table}`;
     const mapping = this.mappings.get(table);
@@ -237,12 +251,12 @@ export class PartitionApplier {
           'change of a table the config does not map; skipped',
         );
       }
-      return { message, event, ops: [], attempts: 0 };
+      return pending(message, event, UNMAPPED, NO_OPS);
     }
     try {
-      return { message, event, ops: planCacheOps(event, mapping), attempts: 0 };
+      return pending(message, event, table, planCacheOps(event, mapping));
     } catch (err) {
-      if (err instanceof MessageError) return { message, event, ops: [], error: err, attempts: 0 };
+      if (err instanceof MessageError) return pending(message, event, table, NO_OPS, err);
       // The planner is pure: anything but a MessageError from it is a bug.
       throw isProgrammerError(err)
         ? err
@@ -254,12 +268,13 @@ export class PartitionApplier {
   private recordApplied(p: Pending, outcomes: OpOutcome[], tally: RoundTally): void {
     const e = p.event;
     if (!e) return;
-    const table = this.tableLabel(e);
+    const table = p.table;
     tally.change(table, e.op);
-    outcomes.forEach((o, i) => {
+    for (let i = 0; i < outcomes.length; i++) {
+      const o = outcomes[i]!;
       tally.operation(p.ops[i]?.kind ?? 'unknown', o);
       if (o === 'stale') tally.staleWrite(table);
-    });
+    }
     // Other programs may write the topic: a missing or odd ts_ms skips the sample, nothing more.
     const readAt = (e as { ts_ms?: unknown }).ts_ms;
     if (typeof readAt === 'number' && Number.isFinite(readAt)) {
@@ -271,7 +286,7 @@ export class PartitionApplier {
   /** The `table` label: a mapped table's name, else `unmapped`, so label values stay bounded. */
   private tableLabel(e: Pick<ChangeEvent, 'db' | 'table'>): string {
     const table = `${e.db}.${e.table}`;
-    return this.mappings.has(table) ? table : 'unmapped';
+    return this.mappings.has(table) ? table : UNMAPPED;
   }
 
   private async writeDeadLetters(ctx: BatchContext, letters: DeadLetter[]): Promise<void> {
@@ -337,7 +352,8 @@ export class PartitionApplier {
 class RoundTally {
   readonly latencies: number[] = [];
   private readonly changes = new Map<string, { table: string; op: string; count: number }>();
-  private readonly operations = new Map<string, { kind: string; result: OpOutcome; count: number }>();
+  /** Per op kind: how many were applied, how many stale. */
+  private readonly operations = new Map<string, { applied: number; stale: number }>();
   private readonly stale = new Map<string, { table: string; count: number }>();
 
   change(table: string, op: string): void {
@@ -348,10 +364,9 @@ class RoundTally {
   }
 
   operation(kind: string, result: OpOutcome): void {
-    const key = `${kind}\u0000${result}`;
-    const counted = this.operations.get(key);
-    if (counted) counted.count++;
-    else this.operations.set(key, { kind, result, count: 1 });
+    let counted = this.operations.get(kind);
+    if (!counted) this.operations.set(kind, (counted = { applied: 0, stale: 0 }));
+    counted[result]++;
   }
 
   staleWrite(table: string): void {
@@ -369,7 +384,11 @@ class RoundTally {
     return {
       partition,
       changes: [...this.changes.values()],
-      operations: [...this.operations.values()],
+      operations: [...this.operations].flatMap(([kind, counts]) =>
+        (['applied', 'stale'] as const)
+          .filter((result) => counts[result] > 0)
+          .map((result) => ({ kind, result, count: counts[result] })),
+      ),
       stale: [...this.stale.values()],
       latencies: this.latencies,
     };

@@ -92,7 +92,10 @@ export function compareVersions(a: Version, b: Version): number {
 
 /** The source epoch a version was read in (0 for a legacy version). */
 export function versionEpoch(version: Version): number {
-  return Number(canonicalParts(version)[0] || '0');
+  // Read per consumed change (futureVersionProblem): only the first part is looked at.
+  const first = version.indexOf(':');
+  const legacy = version.indexOf(':', version.indexOf(':', first + 1) + 1) < 0;
+  return legacy ? 0 : Number(version.slice(0, first));
 }
 
 /**
@@ -123,8 +126,9 @@ export function futureVersionProblem(version: Version, nowMs: number): string | 
 /**
  * The same comparison in Lua, for the Redis scripts: defines `cs_compare_versions(a, b)`, returning
  * -1, 0 or 1 like {@link compareVersions}, and `cs_compare_parts(x, y)` for versions already split
- * by `cs_version_parts` (a script comparing many keys against one version splits it once). Every script that compares versions starts with it, so
- * TypeScript and Redis can never disagree on an order.
+ * by `cs_version_parts` (a script comparing many keys against one version splits it once). Every
+ * script that compares versions starts with it, so TypeScript and Redis can never disagree on an
+ * order.
  */
 export const VERSION_COMPARE_LUA = `
 local function cs_version_parts(v)

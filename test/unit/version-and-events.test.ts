@@ -46,6 +46,9 @@ describe('versions', () => {
     const legacy = '0000000003:0000000000012345:0000002';
     expect(isVersion(legacy)).toBe(true);
     expect(versionEpoch(legacy)).toBe(0);
+    expect(versionEpoch('0:3:12345:2')).toBe(0);
+    expect(versionEpoch('0017:3:12345:2')).toBe(17);
+    expect(versionEpoch(makeVersion(1763772000, 'binlog.000002', 4, 1))).toBe(1763772000);
     expect(compareVersions(legacy, '0:3:12345:2')).toBe(0);
     expect(compareVersions(legacy, makeVersion(0, 'binlog.000003', 12345, 3))).toBeLessThan(0);
     expect(compareVersions(legacy, makeVersion(0, 'binlog.000004', 4, 1))).toBeLessThan(0);
