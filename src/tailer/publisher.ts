@@ -20,6 +20,13 @@ export interface PublisherEvents {
   deadLettered: [{ table: string; errorClass: string }];
 }
 
+/**
+ * A produce request with less change-event JSON than this goes uncompressed: gzip's set-up per
+ * request (allocating and initialising a deflate stream) costs more than it saves on a few
+ * events, and the steady trickle of single-row transactions is made of such requests.
+ */
+export const MIN_COMPRESSED_BYTES = 8 * 1024;
+
 export interface PublisherOptions {
   producer: Producer;
   /** A fresh idempotent producer, for when the broker lost this one's sequence. */
@@ -83,7 +90,12 @@ export class Publisher {
           : [c],
       );
     }
-    const compression = this.opts.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+    let bytes = 0;
+    for (const m of messages) bytes += m.value?.length ?? 0;
+    const compression =
+      this.opts.compression === 'gzip' && bytes >= MIN_COMPRESSED_BYTES
+        ? CompressionTypes.GZIP
+        : CompressionTypes.None;
     await retry(
       async () => {
         const started = performance.now();
