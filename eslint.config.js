@@ -22,6 +22,25 @@ export default tseslint.config(
     },
   },
   {
+    // kafkajs is loaded in one place, after the fast paths that must precede it (kafka-client.ts).
+    files: ['src/**/*.ts'],
+    ignores: ['src/kafka/kafka-client.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'kafkajs',
+              message: 'import its values from src/kafka/kafka-client.ts (types may come from kafkajs)',
+              allowTypeImports: true,
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
   },

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: it replaces two kafkajs internals, which must happen before kafkajs loads.
+import './kafka/kafkajs-fast-paths.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runCheck } from './commands/check.js';

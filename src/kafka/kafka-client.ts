@@ -1,16 +1,22 @@
+// First: it replaces two kafkajs internals, which must happen before kafkajs loads.
+import './kafkajs-fast-paths.js';
+import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import { constants as zlibConstants, gzip, unzip } from 'node:zlib';
-import kafkajs, {
-  CompressionTypes,
-  Kafka,
-  logLevel,
-  type KafkaConfig as KafkajsConfig,
-  type LogEntry,
-  type SASLOptions,
-} from 'kafkajs';
+import type * as Kafkajs from 'kafkajs';
+import type { Kafka, KafkaConfig as KafkajsConfig, LogEntry, SASLOptions } from 'kafkajs';
 import type { KafkaConfig } from '../config/types.js';
 import { tlsFinding, type Finding } from '../core/finding.js';
 import type { Logger } from '../observability/logger.js';
+
+/**
+ * kafkajs, for every module of cachesync: loaded here with `require`, after the fast paths above.
+ * A static `import ... from 'kafkajs'` of a value anywhere in src/ would load it earlier (Node's
+ * ESM loader runs an imported CommonJS module while it links the graph, before any module body),
+ * so the rest of src/ imports only types from 'kafkajs' (the lint config enforces it).
+ */
+export const kafkajs = createRequire(import.meta.url)('kafkajs') as typeof Kafkajs;
+export const { CompressionTypes, ConfigResourceTypes, Partitioners, logLevel } = kafkajs;
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
@@ -28,8 +34,6 @@ const unzipAsync = promisify(unzip);
  * a fraction of the CPU, and the compression runs on libuv's thread pool either way. Decompression
  * reads every level.
  */
-// A named import of CompressionCodecs fails under Node's ESM loader (kafkajs is CommonJS and
-// Node's export detection misses it), so it is read off the module object.
 kafkajs.CompressionCodecs[CompressionTypes.GZIP] = () => ({
   compress: (encoder: { buffer: Buffer }) => gzipAsync(encoder.buffer, { level: zlibConstants.Z_BEST_SPEED }),
   decompress: (buffer: Buffer) => unzipAsync(buffer),
@@ -92,7 +96,7 @@ export function createKafka(
   opts: { failFast?: boolean } = {},
 ): Kafka {
   const log = logger.child({ component: 'kafkajs' });
-  return new Kafka({
+  return new kafkajs.Kafka({
     clientId: `${config.clientId}${clientIdSuffix}`,
     brokers: config.brokers,
     ...kafkaSecurity(config),
@@ -151,7 +155,7 @@ export async function partitionCount(kafka: Kafka, topic: string): Promise<numbe
 
 /** `check`: can we reach the brokers, and which of our topics exist yet? */
 export async function checkKafka(config: KafkaConfig): Promise<Finding[]> {
-  const kafka = new Kafka({
+  const kafka = new kafkajs.Kafka({
     clientId: `${config.clientId}-check`,
     brokers: config.brokers,
     ...kafkaSecurity(config),

@@ -1,7 +1,5 @@
-import kafkajs, { type Kafka } from 'kafkajs';
-
-// kafkajs is CommonJS, and Node's ESM loader does not see this enum among its named exports.
-const { ConfigResourceTypes } = kafkajs;
+import type { Kafka } from 'kafkajs';
+import { ConfigResourceTypes } from './kafka-client.js';
 
 /**
  * The longest `retention.ms` of the given topics: how long Kafka can still deliver a message

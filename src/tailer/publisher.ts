@@ -1,11 +1,11 @@
 import type { Message, Producer } from 'kafkajs';
-import { CompressionTypes } from 'kafkajs';
 import { encodeChangeEvent, type ChangeEvent } from '../core/change-event.js';
 import type { Row } from '../core/key-template.js';
 import { errorKind } from '../core/errors.js';
 import { retry, type BackoffPolicy } from '../core/retry.js';
 import { DLQ_HEADERS } from '../consumer/dead-letters.js';
 import { classifyKafkaError, isTooLarge, needsNewProducer } from '../kafka/kafka-errors.js';
+import { CompressionTypes } from '../kafka/kafka-client.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueuedChange } from './change-queue.js';
 

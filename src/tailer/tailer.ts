@@ -1,12 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { Kafka, Producer } from 'kafkajs';
-import { Partitioners } from 'kafkajs';
 import type { CompiledConfig, StartPosition } from '../config/types.js';
 import { encodeChangeEvent, messageKey, type Op } from '../core/change-event.js';
 import { withDeadline } from '../core/deadline.js';
 import { CachesyncError, errorKind, FatalError, UnavailableError } from '../core/errors.js';
 import { backoffDelay, pause, retry, type BackoffPolicy } from '../core/retry.js';
-import { createKafka, ensureTopics, partitionCount } from '../kafka/kafka-client.js';
+import { createKafka, ensureTopics, partitionCount, Partitioners } from '../kafka/kafka-client.js';
 import { partitionFor } from '../kafka/partitioner.js';
 import { classifyMysqlError } from './mysql-errors.js';
 import type { Logger } from '../observability/logger.js';
