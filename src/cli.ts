@@ -13,6 +13,7 @@ import { loadConfig, resolveConfigPath } from './config/load.js';
 import type { CompiledConfig } from './config/types.js';
 import { ConfigError, describeBug, errorMessage, isProgrammerError } from './core/errors.js';
 import { classifyKafkaError } from './kafka/kafka-errors.js';
+import { limitHeapGrowth } from './observability/heap-growth.js';
 import { createLogger } from './observability/logger.js';
 import { ROLES, Runtime, type Role } from './runtime.js';
 
@@ -56,8 +57,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (opts: CommonOptions & { role: Role }) => {
       const config = await load(opts);
       const logger = createLogger({ level: config.log.level });
+      const heapGrowingPercent = limitHeapGrowth();
       logger.info(
-        { config: config.file, role: opts.role, mappings: config.mappings.length },
+        { config: config.file, role: opts.role, mappings: config.mappings.length, heapGrowingPercent },
         'starting cachesync',
       );
       let runtime: Runtime;

@@ -439,7 +439,7 @@ const metricsSchema = section({
 });
 
 const tailerSchema = section({
-  maxBufferedEvents: atLeastOne().default(20_000),
+  maxBufferedEvents: atLeastOne().default(4_000),
   maxBufferedBytes: atLeastOne().default(64 * 1024 * 1024),
   batchSize: atLeastOne().default(1_000),
   maxBatchBytes: atLeastOne().default(512 * 1024),

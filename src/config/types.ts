@@ -117,7 +117,7 @@ export interface MetricsConfig {
 }
 
 export interface TailerConfig {
-  /** Change events read but not yet acknowledged by Kafka; past it the binlog is paused. Default 20 000. */
+  /** Change events read but not yet acknowledged by Kafka; past it the binlog is paused. Default 4000. */
   maxBufferedEvents: number;
   /**
    * Bytes of change events read but not yet acknowledged by Kafka (their JSON size); past it the

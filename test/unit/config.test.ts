@@ -125,7 +125,7 @@ describe('loadConfig: valid files', () => {
     });
     expect(config.metrics).toEqual({ port: 9464, host: '0.0.0.0' });
     expect(config.tailer).toEqual({
-      maxBufferedEvents: 20_000,
+      maxBufferedEvents: 4_000,
       maxBufferedBytes: 64 * 1024 * 1024,
       batchSize: 1_000,
       maxBatchBytes: 512 * 1024,
