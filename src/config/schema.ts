@@ -453,7 +453,7 @@ const consumerSchema = section({
   retryMax: duration({ positive: true }).default(10_000),
   partitionsConcurrently: atLeastOne().default(3),
   maxPendingRedeletes: atLeastOne().default(100_000),
-  maxFetchBytes: atLeastOne().default(1024 * 1024),
+  maxFetchBytes: atLeastOne().default(256 * 1024),
   sessionTimeout: duration({ positive: true }).default(6000),
   heartbeatInterval: duration({ positive: true }).default(1000),
   guardTtl: duration({ positive: true }).optional(),

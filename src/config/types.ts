@@ -148,7 +148,7 @@ export interface ConsumerConfig {
   partitionsConcurrently: number;
   /** Delayed deletes scheduled and not yet run; past it the consumer waits before scheduling more. Default 100 000. */
   maxPendingRedeletes: number;
-  /** Bytes one fetch from Kafka may return (kafkajs maxBytes; a partition gets at most a quarter). Default 1 MiB:
+  /** Bytes one fetch from Kafka may return (kafkajs maxBytes; a partition gets at most a quarter). Default 256 KiB:
    * compressed, so several times that once decoded. */
   maxFetchBytes: number;
   /**

@@ -138,7 +138,7 @@ describe('loadConfig: valid files', () => {
       retryMaxMs: 10_000,
       partitionsConcurrently: 3,
       maxPendingRedeletes: 100_000,
-      maxFetchBytes: 1024 * 1024,
+      maxFetchBytes: 256 * 1024,
       sessionTimeoutMs: 6000,
       heartbeatIntervalMs: 1000,
     });
