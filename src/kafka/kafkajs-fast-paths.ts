@@ -149,7 +149,8 @@ export function fastRecordApplies(record: RecordInput): boolean {
   const offsetDelta = record.offsetDelta === undefined ? 0 : record.offsetDelta;
   if (!Number.isInteger(offsetDelta) || offsetDelta < 0 || offsetDelta > 0x3fffffff) return false;
   const headers = record.headers;
-  if (headers === undefined || headers === null) return true;
+  if (headers === undefined) return true;
+  if (headers === null || typeof headers !== 'object') return false;
   for (const _ in headers) return false;
   return true;
 }

@@ -120,6 +120,9 @@ describe('kafkajs fast paths', () => {
   it('leave records with headers or unusual deltas to kafkajs', () => {
     expect(fastRecordApplies({ value: 'v', headers: { reason: 'x' } })).toBe(false);
     expect(fastRecordApplies({ value: 'v', headers: {} })).toBe(true);
+    expect(fastRecordApplies({ value: 'v', headers: null as unknown as Record<string, unknown> })).toBe(
+      false,
+    );
     expect(fastRecordApplies({ value: 'v', timestampDelta: '5' })).toBe(false);
     expect(fastRecordApplies({ value: 'v', timestampDelta: 2 ** 52 })).toBe(false);
     expect(fastRecordApplies({ value: 'v', timestampDelta: 0.5 })).toBe(false);
