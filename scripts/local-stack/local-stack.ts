@@ -7,7 +7,16 @@ import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
 import { brokerArgs, formatStorage, singleNodeProperties, writeBrokerFiles } from './kafka-broker.js';
-import { findBinary, isAlive, portInUse, readPid, spawnDaemon, stopByPidFile, waitFor } from './process.js';
+import {
+  findBinary,
+  isAlive,
+  portInUse,
+  readPid,
+  retryWhilePortBusy,
+  spawnDaemon,
+  stopByPidFile,
+  waitFor,
+} from './process.js';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -103,17 +112,16 @@ export class LocalStack {
     }
     mkdirSync(this.serverDir(server), { recursive: true });
     const started = Date.now();
-    switch (server) {
-      case 'mariadb':
-        await this.startMariadb();
-        break;
-      case 'redis':
-        await this.startRedis();
-        break;
-      case 'kafka':
-        await this.startKafka();
-        break;
-    }
+    await retryWhilePortBusy(async () => {
+      switch (server) {
+        case 'mariadb':
+          return this.startMariadb();
+        case 'redis':
+          return this.startRedis();
+        case 'kafka':
+          return this.startKafka();
+      }
+    });
     this.log(`${server} up on 127.0.0.1:${port} in ${Date.now() - started} ms (pid ${this.pid(server)})`);
   }
 
@@ -209,19 +217,16 @@ export class LocalStack {
       },
       { timeoutMs: 60_000, pid, logFile: this.logFile('mariadb') },
     );
-    if (fresh) {
-      const conn = await mysql.createConnection(ep);
-      try {
-        await conn.query(`CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?`, [
-          CDC_USER.user,
-          CDC_USER.password,
-        ]);
-        await conn.query(`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO ?@'%'`, [
-          CDC_USER.user,
-        ]);
-      } finally {
-        await conn.end();
-      }
+    // Every start, not only the first: a start retried after its port was busy finds the data
+    // directory made already (both statements are idempotent).
+    const conn = await mysql.createConnection(ep);
+    try {
+      await conn.query(`CREATE USER IF NOT EXISTS ?@'%' IDENTIFIED BY ?`, [CDC_USER.user, CDC_USER.password]);
+      await conn.query(`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO ?@'%'`, [
+        CDC_USER.user,
+      ]);
+    } finally {
+      await conn.end();
     }
   }
 

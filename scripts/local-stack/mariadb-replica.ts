@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { CDC_USER, type StackEndpoints } from './local-stack.js';
-import { findBinary, portInUse, spawnDaemon, stopByPidFile, waitFor } from './process.js';
+import { findBinary, portInUse, retryWhilePortBusy, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const run = promisify(execFile);
 
@@ -80,6 +80,10 @@ export class MariadbReplica {
     if (await portInUse(this.opts.port)) {
       throw new Error(`port ${this.opts.port} for the MariaDB replica is taken`);
     }
+    await retryWhilePortBusy(() => this.launch());
+  }
+
+  private async launch(): Promise<void> {
     const pid = spawnDaemon(
       findBinary('mariadbd'),
       [

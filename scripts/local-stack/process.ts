@@ -128,3 +128,21 @@ function logTail(file: string): string {
     return '';
   }
 }
+
+/**
+ * Runs a server start again while its port is busy. The stacks' ports sit in the kernel's
+ * ephemeral range, where another program's outgoing connection can hold one for a moment; such a
+ * port frees itself. A failed start's error ends with the server's log, which names the cause
+ * ("Address already in use"); any other failure is thrown at once.
+ */
+export async function retryWhilePortBusy(start: () => Promise<void>, attempts = 20): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      return;
+    } catch (err) {
+      if (attempt >= attempts || !/Address already in use/.test(String((err as Error).message))) throw err;
+      await sleep(500);
+    }
+  }
+}

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
+import { findBinary, retryWhilePortBusy, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const SLOTS = 16_384;
 
@@ -41,17 +41,7 @@ export class LocalRedisCluster {
     for (const port of this.ports) {
       const dir = join(this.dir, String(port));
       mkdirSync(dir, { recursive: true });
-      // The ports sit in the kernel's ephemeral range: another program's outgoing connection can hold
-      // one for a while (bind: Address already in use). Such a port frees itself; try again.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.startNode(bin, port, dir);
-          break;
-        } catch (err) {
-          if (attempt >= 20 || !String((err as Error).message).includes('Address already in use')) throw err;
-          await sleep(500);
-        }
-      }
+      await retryWhilePortBusy(() => this.startNode(bin, port, dir));
     }
     // Split the slots evenly, then introduce the nodes to each other.
     const per = Math.ceil(SLOTS / this.ports.length);

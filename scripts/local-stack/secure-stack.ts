@@ -2,14 +2,13 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import mysql from 'mysql2/promise';
 import { brokerArgs, formatStorage, singleNodeProperties, writeBrokerFiles } from './kafka-broker.js';
 import { ensureKafkaJars } from './local-stack.js';
-import { findBinary, spawnDaemon, stopByPidFile, waitFor } from './process.js';
+import { findBinary, retryWhilePortBusy, spawnDaemon, stopByPidFile, waitFor } from './process.js';
 
 const run = promisify(execFile);
 
@@ -247,7 +246,7 @@ export class SecureStack {
     const logFile = join(base, 'server.log');
     // Root over the socket first: it has no password yet and TCP will require TLS.
     const socket = { socketPath: join(base, 'mysqld.sock'), user: 'root', password: '' };
-    await whilePortBusy(async () => {
+    await retryWhilePortBusy(async () => {
       const pid = spawnDaemon(
         findBinary('mariadbd'),
         [
@@ -319,7 +318,7 @@ export class SecureStack {
       ].join('\n'),
     );
     const logFile = join(base, 'server.log');
-    await whilePortBusy(async () => {
+    await retryWhilePortBusy(async () => {
       const pid = spawnDaemon(findBinary('redis-server'), [conf], {
         logFile,
         pidFile: join(base, 'server.pid'),
@@ -371,7 +370,7 @@ export class SecureStack {
     const { user, password } = this.users.kafka;
     await formatStorage(java, files, ['--add-scram', `SCRAM-SHA-512=[name=${user},password=${password}]`]);
     const logFile = join(base, 'server.log');
-    await whilePortBusy(async () => {
+    await retryWhilePortBusy(async () => {
       const pid = spawnDaemon(java, brokerArgs(files, { min: '128m', max: '512m' }), {
         logFile,
         pidFile: join(base, 'server.pid'),
@@ -390,23 +389,6 @@ export class SecureStack {
         { timeoutMs: 90_000, pid, logFile },
       );
     });
-  }
-}
-
-/**
- * Runs a server start again while its port is busy: the ports sit in the kernel's ephemeral range,
- * where another program's outgoing connection can hold one for a moment. The error of a start
- * ends with the server's log, which names the cause.
- */
-async function whilePortBusy(start: () => Promise<void>): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await start();
-      return;
-    } catch (err) {
-      if (attempt >= 10 || !/Address already in use/.test((err as Error).message)) throw err;
-      await sleep(500);
-    }
   }
 }
 
