@@ -22,7 +22,7 @@ const USAGE = `usage: npm run bench:client -- [options]
   --keep-stack    leave Redis running afterwards
   -h, --help      this text
 
-Environment: CACHESYNC_BENCH_BASE_PORT (default 34500; Redis on +1, like npm run bench).`;
+Environment: CACHESYNC_BENCH_BASE_PORT (default 24500; Redis on +1, like npm run bench).`;
 
 const VALUE = JSON.stringify({ id: 1, email: 'ann@example.com', name: 'Ann', note: 'x'.repeat(130) });
 /** A version in the consumers' form, so each key has a guard as a key cachesync maps does. */
@@ -156,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const stack = new LocalStack({
     dir: join(REPO_ROOT, '.stack', 'bench-client'),
-    basePort: Number(process.env.CACHESYNC_BENCH_BASE_PORT ?? 34500),
+    basePort: Number(process.env.CACHESYNC_BENCH_BASE_PORT ?? 24500),
     log: (msg) => console.error(`[stack] ${msg}`),
   });
   const endpoints = await stack.up({ fresh: true, only: ['redis'] });

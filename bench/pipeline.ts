@@ -50,7 +50,7 @@ const USAGE = `usage: npm run bench -- [options]
   --keep-stack    leave MariaDB, Redis and Kafka running afterwards
   -h, --help      this text
 
-Environment: CACHESYNC_BENCH_BASE_PORT (default 34500; MariaDB on it, Redis +1, Kafka +2 and +3,
+Environment: CACHESYNC_BENCH_BASE_PORT (default 24500; MariaDB on it, Redis +1, Kafka +2 and +3,
 cachesync's /metrics +4).`;
 
 /** Connections of the latency scenario: enough that a slow commit never holds up the next update. */
@@ -97,7 +97,7 @@ function parseBenchArgs(argv: string[]): BenchArgs {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const basePort = positive('CACHESYNC_BENCH_BASE_PORT', process.env.CACHESYNC_BENCH_BASE_PORT, 34500, true);
+  const basePort = positive('CACHESYNC_BENCH_BASE_PORT', process.env.CACHESYNC_BENCH_BASE_PORT, 24500, true);
   if (basePort + 4 > 65_535) throw new UsageError(`CACHESYNC_BENCH_BASE_PORT must be at most 65531`);
   return {
     basePort,

@@ -6,7 +6,7 @@
  *
  *   npm run bench:snapshot -- [--rows N] [--keep-stack]
  *
- * Environment: CACHESYNC_BENCH_BASE_PORT (default 34500; MariaDB on it, Redis +1, Kafka +2 and +3).
+ * Environment: CACHESYNC_BENCH_BASE_PORT (default 24500; MariaDB on it, Redis +1, Kafka +2 and +3).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,7 +37,7 @@ async function main(): Promise<number> {
     console.error(`--rows must be a whole number of at least 1; got "${values.rows}"`);
     return 2;
   }
-  const basePort = Number(process.env.CACHESYNC_BENCH_BASE_PORT ?? 34500);
+  const basePort = Number(process.env.CACHESYNC_BENCH_BASE_PORT ?? 24500);
   const stack = new LocalStack({ dir: STACK_DIR, basePort, log: (m) => progress(`stack: ${m}`) });
   const sampler = new ProcessSampler(100);
   try {

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { LocalStack, REPO_ROOT, SERVERS, type ServerName } from './local-stack/local-stack.js';
 
-export const DEMO_BASE_PORT = Number(process.env.CACHESYNC_STACK_BASE_PORT ?? 34400);
+export const DEMO_BASE_PORT = Number(process.env.CACHESYNC_STACK_BASE_PORT ?? 24400);
 
 export function demoStack(): LocalStack {
   return new LocalStack({

@@ -2,11 +2,11 @@ import { join } from 'node:path';
 import { LocalStack, REPO_ROOT, type StackEndpoints } from '../../scripts/local-stack/local-stack.js';
 
 /** Ports of the test stack: its own, apart from the demo's, so both can run at once. */
-export const TEST_BASE_PORT = Number(process.env.CACHESYNC_TEST_BASE_PORT ?? 34300);
+export const TEST_BASE_PORT = Number(process.env.CACHESYNC_TEST_BASE_PORT ?? 24300);
 
 export function testStack(log?: (msg: string) => void): LocalStack {
   // The dir is per port, so two test runs on different ports do not share data.
-  const dir = join(REPO_ROOT, '.stack', TEST_BASE_PORT === 34300 ? 'test' : `test-${TEST_BASE_PORT}`);
+  const dir = join(REPO_ROOT, '.stack', TEST_BASE_PORT === 24300 ? 'test' : `test-${TEST_BASE_PORT}`);
   return new LocalStack({ dir, basePort: TEST_BASE_PORT, log });
 }
 

@@ -168,12 +168,12 @@ describe('loadConfig: valid files', () => {
 
     expect(config.source).toMatchObject({
       host: '127.0.0.1',
-      port: 34400,
+      port: 24400,
       user: 'cachesync',
       password: 'cachesync',
     });
-    expect(config.kafka.brokers).toEqual(['127.0.0.1:34402']);
-    expect(config.redis.url).toBe('redis://127.0.0.1:34401/0');
+    expect(config.kafka.brokers).toEqual(['127.0.0.1:24402']);
+    expect(config.redis.url).toBe('redis://127.0.0.1:24401/0');
     expect(config.metrics.port).toBe(9464);
     const keysByTable = config.mappings.map((m) => [
       m.table,
