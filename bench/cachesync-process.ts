@@ -17,6 +17,8 @@ export interface CachesyncProcessOptions {
   metricsPort: number;
   /** Its stdout and stderr (the log) go here. */
   logFile: string;
+  /** Flags for node itself, before the script (`--cpu-prof`, say). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -60,7 +62,7 @@ export class CachesyncProcess {
     try {
       const child = spawn(
         process.execPath,
-        [CLI_ENTRY, 'run', '--config', opts.config, '--role', opts.role],
+        [...(opts.nodeArgs ?? []), CLI_ENTRY, 'run', '--config', opts.config, '--role', opts.role],
         {
           cwd: REPO_ROOT,
           stdio: ['ignore', log, log],

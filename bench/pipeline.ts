@@ -46,6 +46,10 @@ const USAGE = `usage: npm run bench -- [options]
   --rate R        updates per second of the latency scenario, default 200
   --seconds D     duration of the latency scenario's updates, default 20
   --bigtx-rows N  rows of the bigtx scenario's one transaction, default 300000
+  --config FILE   YAML sections appended to every scenario's cachesync config, to measure
+                  other settings (tailer:, consumer:); the printed settings show them
+  --node-arg FLAG a flag for node in every cachesync process (repeatable), e.g.
+                  --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/prof
   --json          print the figures as JSON instead of a table
   --keep-stack    leave MariaDB, Redis and Kafka running afterwards
   -h, --help      this text
@@ -68,6 +72,8 @@ interface BenchArgs {
   rate: number;
   seconds: number;
   bigtxRows: number;
+  extraConfig: string;
+  nodeArgs: string[];
   json: boolean;
   keepStack: boolean;
   help: boolean;
@@ -87,6 +93,8 @@ function parseBenchArgs(argv: string[]): BenchArgs {
         rate: { type: 'string' },
         seconds: { type: 'string' },
         'bigtx-rows': { type: 'string' },
+        config: { type: 'string' },
+        'node-arg': { type: 'string', multiple: true },
         json: { type: 'boolean', default: false },
         'keep-stack': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -107,10 +115,20 @@ function parseBenchArgs(argv: string[]): BenchArgs {
     rate: positive('--rate', values.rate, 200, false),
     seconds: positive('--seconds', values.seconds, 20, false),
     bigtxRows: positive('--bigtx-rows', values['bigtx-rows'], 300_000, true),
+    extraConfig: values.config === undefined ? '' : readExtraConfig(values.config),
+    nodeArgs: values['node-arg'] ?? [],
     json: values.json,
     keepStack: values['keep-stack'],
     help: values.help,
   };
+}
+
+function readExtraConfig(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--config ${file}: ${(err as Error).message}`);
+  }
 }
 
 function positive(name: string, text: string | undefined, fallback: number, integer: boolean): number {
@@ -247,6 +265,8 @@ async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport>
     rate: args.rate,
     seconds: args.seconds,
     bigtxRows: args.bigtxRows,
+    extraConfig: args.extraConfig,
+    nodeArgs: args.nodeArgs,
     progress,
   };
   const environment = await describeEnvironment(stack, sql, redis);
@@ -293,9 +313,12 @@ async function pipelineSettings(ctx: BenchContext): Promise<BenchReport['pipelin
   return {
     kafkaPartitions: config.kafka.partitions,
     tailerBatchSize: config.tailer.batchSize,
+    tailerMaxBufferedEvents: config.tailer.maxBufferedEvents,
     tailerLingerMs: config.tailer.lingerMs,
     tailerCompression: config.tailer.compression,
     consumerPartitionsConcurrently: config.consumer.partitionsConcurrently,
+    consumerMaxFetchBytes: config.consumer.maxFetchBytes,
+    ...(ctx.nodeArgs.length > 0 ? { nodeArgs: ctx.nodeArgs } : {}),
   };
 }
 

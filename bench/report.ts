@@ -21,13 +21,17 @@ export interface BenchReport {
     redis: string;
     kafka: string;
   };
-  /** cachesync's settings in every scenario: its defaults, but for the partition count. */
+  /** cachesync's settings in every scenario: its defaults, but for the partition count and `--config`. */
   pipeline: {
     kafkaPartitions: number;
     tailerBatchSize: number;
+    tailerMaxBufferedEvents: number;
     tailerLingerMs: number;
     tailerCompression: string;
     consumerPartitionsConcurrently: number;
+    consumerMaxFetchBytes: number;
+    /** `--node-arg` flags, when given. */
+    nodeArgs?: string[];
   };
   workload: {
     rows: number;
@@ -280,9 +284,11 @@ export function formatText(r: BenchReport): string {
   row('redis', env.redis);
   row('kafka', env.kafka);
   row(
-    'cachesync (defaults)',
-    `${p.kafkaPartitions} partitions; tailer batch ${p.tailerBatchSize}, linger ${p.tailerLingerMs} ms, ` +
-      `${p.tailerCompression}; consumer ${p.consumerPartitionsConcurrently} partitions at once`,
+    'cachesync settings',
+    `${p.kafkaPartitions} partitions; tailer batch ${p.tailerBatchSize}, buffer ${p.tailerMaxBufferedEvents}, ` +
+      `linger ${p.tailerLingerMs} ms, ${p.tailerCompression}; consumer ${p.consumerPartitionsConcurrently} ` +
+      `partitions at once, fetch ${Math.round(p.consumerMaxFetchBytes / 1024)} KiB` +
+      (p.nodeArgs ? `; node ${p.nodeArgs.join(' ')}` : ''),
   );
   row(
     'workload',

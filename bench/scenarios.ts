@@ -52,6 +52,10 @@ export interface BenchContext {
   seconds: number;
   /** Rows of the bigtx scenario's one transaction. */
   bigtxRows: number;
+  /** YAML sections appended to every scenario's config (`tailer:`, `consumer:`), or ''. */
+  extraConfig: string;
+  /** Flags for node in every cachesync process. */
+  nodeArgs: string[];
   progress: (msg: string) => void;
 }
 
@@ -562,6 +566,7 @@ async function withCachesync<T>(
       metricsHost: config.metrics.host,
       metricsPort: config.metrics.port,
       logFile,
+      nodeArgs: ctx.nodeArgs,
     });
     started.push(proc);
     ctx.cleanup.add(`cachesync ${name}`, () => proc.stop(log));
@@ -606,6 +611,7 @@ export function configYaml(
       `      - key: "${key.prefix}{id}"`,
       ...key.yaml.map((line) => `        ${line}`),
     ]),
+    ctx.extraConfig,
     '',
   ].join('\n');
 }
