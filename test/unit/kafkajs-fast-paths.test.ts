@@ -2,35 +2,68 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   encodeRecord,
   fastRecordApplies,
   groupMessagesPerPartition,
   kafkajsFastPaths,
+  kafkajsProduceDeps,
   type RecordInput,
 } from '../../src/kafka/kafkajs-fast-paths.js';
+import {
+  fastProduceApplies,
+  produceRequest,
+  type ProduceRequest,
+  type ProduceRequestArgs,
+} from '../../src/kafka/kafkajs-produce-request.js';
 
 const require = createRequire(import.meta.url);
 
-/** A kafkajs module as kafkajs ships it, even where the fast paths replaced it in the cache. */
-function kafkajsOwn<T>(path: string): T {
-  const resolved = require.resolve(path);
-  const installed = require.cache[resolved];
-  delete require.cache[resolved];
+const RECORD_PATH = 'kafkajs/src/protocol/recordBatch/record/v0/index.js';
+
+/**
+ * A kafkajs module as kafkajs ships it, even where the fast paths replaced it in the cache, with
+ * the modules of `uses` as shipped too.
+ */
+function kafkajsOwn<T>(path: string, uses: string[] = []): T {
+  const paths = [path, ...uses].map((p) => require.resolve(p));
+  const installed = paths.map((p) => require.cache[p]);
+  for (const p of paths) delete require.cache[p];
   try {
-    return require(resolved) as T;
+    return require(paths[0]!) as T;
   } finally {
-    if (installed) require.cache[resolved] = installed;
-    else delete require.cache[resolved];
+    paths.forEach((p, i) => {
+      if (installed[i]) require.cache[p] = installed[i];
+      else delete require.cache[p];
+    });
   }
 }
 
 type Encoded = { buffer: Buffer };
 const Encoder = require('kafkajs/src/protocol/encoder.js') as { prototype: object };
-const kafkajsRecord = kafkajsOwn<(r: RecordInput) => Encoded>(
-  'kafkajs/src/protocol/recordBatch/record/v0/index.js',
+const kafkajsRecord = kafkajsOwn<(r: RecordInput) => Encoded>(RECORD_PATH);
+const kafkajsProduce = kafkajsOwn<(args: ProduceRequestArgs) => ProduceRequest>(
+  'kafkajs/src/protocol/requests/produce/v3/request.js',
+  [RECORD_PATH],
 );
+const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: unknown): unknown };
+const { Types } = require('kafkajs/src/protocol/message/compression/index.js') as {
+  Types: { None: number; GZIP: number };
+};
+const produceDeps = kafkajsProduceDeps(kafkajsProduce);
+
+/** The bytes of a Produce request as kafkajs encodes it, and as the fast path does. */
+async function bothProduceEncodings(args: ProduceRequestArgs): Promise<[Buffer, Buffer]> {
+  const fast = produceRequest(produceDeps, args);
+  const own = kafkajsProduce(args);
+  expect({ ...fast, encode: null, expectResponse: fast.expectResponse() }).toEqual({
+    ...own,
+    encode: null,
+    expectResponse: own.expectResponse(),
+  });
+  return [((await fast.encode()) as Encoded).buffer, ((await own.encode()) as Encoded).buffer];
+}
 const kafkajsGroup = kafkajsOwn<typeof groupMessagesPerPartition>(
   'kafkajs/src/producer/groupMessagesPerPartition.js',
 );
@@ -129,6 +162,99 @@ describe('kafkajs fast paths', () => {
     expect(fastRecordApplies({ value: 'v', offsetDelta: -1 })).toBe(false);
     expect(fastRecordApplies({ value: 12345 })).toBe(false);
     expect(fastRecordApplies({ key: new Uint8Array(2), value: 'v' })).toBe(false);
+  });
+
+  describe('produce request', () => {
+    afterEach(() => vi.restoreAllMocks());
+
+    it('is encoded byte for byte as kafkajs encodes it, compressed or not', async () => {
+      vi.spyOn(Date, 'now').mockReturnValue(1_763_772_000_123);
+      const random = lcg(13);
+      const text = (n: number) =>
+        Array.from({ length: n }, () => 'aé€😀{"x":1}'[Math.floor(random() * 11)]).join('');
+      const message = (i: number) => {
+        const pick = random();
+        return {
+          key: pick < 0.1 ? null : pick < 0.15 ? undefined : pick < 0.3 ? Buffer.from(text(5)) : `db.t:${i}`,
+          value:
+            pick < 0.05
+              ? null
+              : i % 97 === 0
+                ? text(70_000)
+                : i % 13 === 0
+                  ? ''
+                  : text(Math.floor(random() * 400)),
+          ...(i % 7 === 0 ? { headers: {} } : {}),
+          ...(i % 11 === 0 ? { timestamp: null } : {}),
+        };
+      };
+      let compared = 0;
+      for (const compression of [Types.None, Types.GZIP]) {
+        for (const [transactionalId, producerId, producerEpoch] of [
+          [null, undefined, undefined],
+          ['tx-é', Long.fromValue(2 ** 40 + 5), 3],
+          [undefined, 7, 0],
+        ] as const) {
+          let n = 0;
+          const args: ProduceRequestArgs = {
+            acks: -1,
+            timeout: 30_000,
+            ...(transactionalId !== undefined ? { transactionalId } : {}),
+            ...(producerId !== undefined ? { producerId } : {}),
+            ...(producerEpoch !== undefined ? { producerEpoch } : {}),
+            compression,
+            topicData: ['changes', 'änderungen'].map((topic) => ({
+              topic,
+              partitions: [0, 1, 3].map((partition) => ({
+                partition,
+                firstSequence: partition * 1000,
+                messages: Array.from({ length: [1, 64, 300][partition % 3]! }, () => message(n++)),
+              })),
+            })),
+          };
+          expect(fastProduceApplies(args)).toBe(true);
+          const [fast, own] = await bothProduceEncodings(args);
+          expect(fast.equals(own)).toBe(true);
+          compared++;
+        }
+      }
+      const acksZero = await bothProduceEncodings({
+        acks: 0,
+        timeout: 1,
+        topicData: [{ topic: 't', partitions: [{ partition: 0, messages: [{ value: 'v' }] }] }],
+      });
+      expect(acksZero[0].equals(acksZero[1])).toBe(true);
+      expect(compared).toBe(6);
+    });
+
+    it('leaves requests with headers, timestamps or other values to kafkajs', () => {
+      const args = (m: Record<string, unknown>): ProduceRequestArgs => ({
+        acks: -1,
+        timeout: 1,
+        topicData: [{ topic: 't', partitions: [{ partition: 0, messages: [{ value: 'v' }, m] }] }],
+      });
+      expect(fastProduceApplies(args({ value: 'v', headers: { reason: 'x' } }))).toBe(false);
+      expect(fastProduceApplies(args({ value: 'v', headers: null }))).toBe(false);
+      expect(fastProduceApplies(args({ value: 'v', timestamp: Date.now() }))).toBe(false);
+      expect(fastProduceApplies(args({ value: 'v', timestamp: 0 }))).toBe(false);
+      expect(fastProduceApplies(args({ value: 12345 }))).toBe(false);
+      expect(fastProduceApplies(args({ key: new Uint8Array(2), value: 'v' }))).toBe(false);
+      expect(
+        fastProduceApplies({
+          acks: -1,
+          timeout: 1,
+          topicData: [{ topic: 't', partitions: [{ partition: 0, messages: [] }] }],
+        }),
+      ).toBe(false);
+      const withHeaders = args({ value: 'v', headers: { reason: 'x' } });
+      let fellBack = 0;
+      const request = produceRequest(
+        { ...produceDeps, fallback: (a) => (fellBack++, kafkajsProduce(a)) },
+        withHeaders,
+      );
+      expect(fellBack).toBe(1);
+      expect(request.apiVersion).toBe(3);
+    });
   });
 
   it('group messages by partition as kafkajs does, in order', () => {
