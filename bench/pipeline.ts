@@ -267,6 +267,7 @@ async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport>
     bigtxRows: args.bigtxRows,
     extraConfig: args.extraConfig,
     nodeArgs: args.nodeArgs,
+    serverPids: serverPids(stack),
     progress,
   };
   const environment = await describeEnvironment(stack, sql, redis);
@@ -300,6 +301,17 @@ async function runBench(args: BenchArgs, cleanup: Cleanup): Promise<BenchReport>
     targets,
     ok: runs.every((results) => Object.values(results).every((r) => r.ok)),
   };
+}
+
+/** The pid of each server of the stack, for its CPU over each phase. */
+function serverPids(stack: LocalStack): Record<string, number> {
+  const pids: Record<string, number> = {};
+  for (const server of ['mariadb', 'kafka', 'redis'] as const) {
+    const pid = stack.pid(server);
+    if (pid === undefined) throw new Error(`the stack recorded no pid for ${server}`);
+    pids[server] = pid;
+  }
+  return pids;
 }
 
 /** The settings every scenario's cachesync runs with, read from a config of the same form. */

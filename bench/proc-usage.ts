@@ -42,27 +42,59 @@ export function processMemory(pid: number): { rssBytes: number; hwmBytes: number
   return { rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM') };
 }
 
+/** Servers' CPU over a phase: the difference of two readings of each one's /proc. */
+export class ServersCpu {
+  private readonly atStart: Record<string, number>;
+
+  /** `pids`: by server name (mariadb, kafka, redis). */
+  constructor(private readonly pids: Record<string, number>) {
+    this.atStart = this.read();
+  }
+
+  /** CPU seconds of each server since the start; a server that went away counts 0. */
+  stop(): Record<string, number> {
+    const now = this.read();
+    return Object.fromEntries(Object.keys(this.pids).map((name) => [name, now[name]! - this.atStart[name]!]));
+  }
+
+  private read(): Record<string, number> {
+    return Object.fromEntries(
+      Object.entries(this.pids).map(([name, pid]) => {
+        try {
+          return [name, processCpuSeconds(pid)];
+        } catch {
+          return [name, Number.NaN];
+        }
+      }),
+    );
+  }
+}
+
 /**
  * Measures another process over one phase: CPU time as the difference of two readings, resident
- * set sampled on an unref'd timer. Also this process's own CPU over the same phase.
+ * set sampled on an unref'd timer. Also this process's own CPU over the same phase, and the
+ * servers'.
  */
 export class PhaseMonitor {
   private readonly timer: NodeJS.Timeout;
   private readonly cpuAtStart: number;
   private readonly driverCpuAtStart = process.cpuUsage();
+  private readonly servers: ServersCpu;
   private peakRss = 0;
 
   constructor(
     private readonly pid: number,
+    serverPids: Record<string, number>,
     intervalMs = 100,
   ) {
     this.cpuAtStart = processCpuSeconds(pid);
+    this.servers = new ServersCpu(serverPids);
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs).unref();
   }
 
   /** Ends the phase and reads the figures (throws when the process is gone). */
-  stop(): PhaseUsage & { driverCpuSeconds: number } {
+  stop(): PhaseUsage & { driverCpuSeconds: number; serversCpuSeconds: Record<string, number> } {
     this.cancel();
     this.sample();
     const driver = process.cpuUsage(this.driverCpuAtStart);
@@ -71,6 +103,7 @@ export class PhaseMonitor {
       peakRssBytes: this.peakRss,
       hwmBytes: processMemory(this.pid).hwmBytes,
       driverCpuSeconds: (driver.user + driver.system) / 1e6,
+      serversCpuSeconds: this.servers.stop(),
     };
   }
 

@@ -86,7 +86,34 @@ function usageFigures<R extends BulkResult | LatencyResult>(per: string): Array<
       unit: 's',
       value: (r) => r.cachesync.driverCpuSeconds,
     },
+    ...serverCpuFigures<R>(
+      per,
+      (r) => r.cachesync.serversCpuSeconds,
+      (r) => perUnit(r),
+    ),
   ];
+}
+
+/** Rows of a bulk scenario, updates of the latency one: what CPU is counted per. */
+function perUnit(r: BulkResult | LatencyResult | MariadbResult): number {
+  return r.scenario === 'latency' ? Math.max(1, r.updates.issued) : r.rows;
+}
+
+/** The servers' CPU over the phase, per row (or update): where the rest of the machine went. */
+function serverCpuFigures<R>(
+  per: string,
+  seconds: (r: R) => Record<string, number> | undefined,
+  count: (r: R) => number,
+): Array<Figure<R>> {
+  return (['mariadb', 'kafka', 'redis'] as const).map((server, i) => ({
+    key: `${server}CpuMicrosPer${per === 'row' ? 'Row' : 'Update'}`,
+    label: i === 0 ? `servers' CPU per ${per}: ${server}` : `  ${server}`,
+    unit: 'us',
+    value: (r: R) => {
+      const s = seconds(r)?.[server];
+      return s === undefined ? undefined : (s * 1e6) / count(r);
+    },
+  }));
 }
 
 function bulkFigures(
@@ -117,6 +144,11 @@ const mariadbFigures: Array<Figure<MariadbResult>> = [
   { key: 'rowsPerSecond', label: 'insert rate', unit: 'rows/s', value: (r) => r.insert.rowsPerSecond },
   { key: 'seconds', label: '  inserts took', unit: 's', value: (r) => r.insert.seconds },
   { key: 'driverCpuSeconds', label: 'bench driver CPU', unit: 's', value: (r) => r.driverCpuSeconds },
+  ...serverCpuFigures<MariadbResult>(
+    'row',
+    (r) => r.serversCpuSeconds,
+    (r) => perUnit(r),
+  ),
 ];
 
 const richFigures: Array<Figure<BulkResult>> = [

@@ -17,7 +17,7 @@ import {
 } from './bulk-insert.js';
 import { CachesyncProcess } from './cachesync-process.js';
 import type { Cleanup } from './cleanup.js';
-import { PhaseMonitor, driverCpu, processMemory, type PhaseUsage } from './proc-usage.js';
+import { PhaseMonitor, ServersCpu, driverCpu, processMemory, type PhaseUsage } from './proc-usage.js';
 import { counterSum, histogramOf } from './stats.js';
 import { runSteadyUpdates, type SteadyUpdatesResult } from './steady-updates.js';
 
@@ -56,6 +56,8 @@ export interface BenchContext {
   extraConfig: string;
   /** Flags for node in every cachesync process. */
   nodeArgs: string[];
+  /** The servers' pids, by name (mariadb, kafka, redis), for their CPU over each phase. */
+  serverPids: Record<string, number>;
   progress: (msg: string) => void;
 }
 
@@ -64,6 +66,8 @@ export interface CachesyncUsage extends PhaseUsage {
   /** cpuSeconds per row (per update in the latency scenario), microseconds. */
   cpuMicrosPerRow: number;
   driverCpuSeconds: number;
+  /** CPU seconds of each server (mariadb, kafka, redis) over the same phase. */
+  serversCpuSeconds: Record<string, number>;
   logFile: string;
 }
 
@@ -79,6 +83,8 @@ export interface MariadbResult {
   rows: number;
   insert: InsertFigures;
   driverCpuSeconds: number;
+  /** CPU seconds of each server (mariadb, kafka, redis) over the INSERTs. */
+  serversCpuSeconds: Record<string, number>;
   ok: boolean;
 }
 
@@ -194,6 +200,7 @@ async function mariadb(ctx: BenchContext, table: string, log: (msg: string) => v
   await warmUpRow(ctx.sql, table);
   log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT, no cachesync running`);
   const cpu = driverCpu();
+  const servers = new ServersCpu(ctx.serverPids);
   const { statements, seconds } = await insertRows(ctx.sql, table, ctx.rows, ROWS_PER_STATEMENT);
   const driverCpuSeconds = cpu.stop();
   return {
@@ -201,6 +208,7 @@ async function mariadb(ctx: BenchContext, table: string, log: (msg: string) => v
     rows: ctx.rows,
     insert: { statements, seconds, rowsPerSecond: ctx.rows / seconds },
     driverCpuSeconds,
+    serversCpuSeconds: servers.stop(),
     ok: true,
   };
 }
@@ -221,7 +229,7 @@ async function bulk(
     await proc.guard(warmUp(ctx.sql, spec.table, progress));
     log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT`);
     const base = await progress.read();
-    const { result: timing, usage } = await measured(proc, () =>
+    const { result: timing, usage } = await measured(ctx, proc, () =>
       insertAndWait({
         sql: ctx.sql,
         table: spec.table,
@@ -279,7 +287,7 @@ async function latency(
       }),
     );
     log(`updating ${ctx.rate} rows/s for ${ctx.seconds} s`);
-    const { result: updates, usage } = await measured(proc, () =>
+    const { result: updates, usage } = await measured(ctx, proc, () =>
       runSteadyUpdates({
         pool: ctx.pool,
         redis: ctx.redis,
@@ -524,10 +532,11 @@ function mb(bytes: number): string {
 
 /** Runs the measured phase, and measures cachesync's (and this process's) use of the machine over it. */
 async function measured<T>(
+  ctx: BenchContext,
   proc: CachesyncProcess,
   work: () => Promise<T>,
 ): Promise<{ result: T; usage: ReturnType<PhaseMonitor['stop']> }> {
-  const monitor = new PhaseMonitor(proc.pid);
+  const monitor = new PhaseMonitor(proc.pid, ctx.serverPids);
   try {
     const result = await proc.guard(work());
     return { result, usage: monitor.stop() };
