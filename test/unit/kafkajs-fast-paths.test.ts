@@ -12,6 +12,11 @@ import {
   type RecordInput,
 } from '../../src/kafka/kafkajs-fast-paths.js';
 import {
+  decodeRecord,
+  type RecordBatchContext,
+  type RecordDecoder,
+} from '../../src/kafka/kafkajs-record-decoder.js';
+import {
   fastProduceApplies,
   produceRequest,
   type ProduceRequest,
@@ -47,6 +52,13 @@ const kafkajsProduce = kafkajsOwn<(args: ProduceRequestArgs) => ProduceRequest>(
   'kafkajs/src/protocol/requests/produce/v3/request.js',
   [RECORD_PATH],
 );
+const kafkajsRecordDecoder = kafkajsOwn<RecordDecoder>(
+  'kafkajs/src/protocol/recordBatch/record/v0/decoder.js',
+);
+const Decoder = require('kafkajs/src/protocol/decoder.js') as new (buffer: Buffer) => {
+  buffer: Buffer;
+  offset: number;
+};
 const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: unknown): unknown };
 const { Types } = require('kafkajs/src/protocol/message/compression/index.js') as {
   Types: { None: number; GZIP: number };
@@ -255,6 +267,76 @@ describe('kafkajs fast paths', () => {
       expect(fellBack).toBe(1);
       expect(request.apiVersion).toBe(3);
     });
+  });
+
+  it('decode records as kafkajs does, headers, big offsets and bad bytes included', () => {
+    const random = lcg(17);
+    /** What decoding did: the record (Buffers as bytes), or the error's class and message. */
+    const outcome = (decode: () => unknown) => {
+      try {
+        return { ok: decode() };
+      } catch (err) {
+        return { threw: `${(err as Error).name}: ${(err as Error).message}` };
+      }
+    };
+    const contexts: RecordBatchContext[] = [
+      {
+        firstOffset: '0',
+        firstTimestamp: '1763772000123',
+        magicByte: 2,
+        timestampType: 0,
+        maxTimestamp: '1763772000999',
+      },
+      {
+        firstOffset: '123456789',
+        firstTimestamp: '-1',
+        magicByte: 2,
+        isControlBatch: true,
+        timestampType: 0,
+      },
+      { firstOffset: '9007199254740993', firstTimestamp: '1763772000123', magicByte: 2, timestampType: 0 },
+      { firstOffset: '42', firstTimestamp: '9007199254740990', magicByte: 2, timestampType: 0 },
+      {
+        firstOffset: '7',
+        firstTimestamp: '1763772000123',
+        magicByte: 2,
+        timestampType: 1,
+        maxTimestamp: '1763772009999',
+      },
+    ];
+    const records: RecordInput[] = [
+      { key: 'db.t:1', value: '{"op":"c"}' },
+      { key: null, value: null },
+      { key: Buffer.alloc(0), value: 'é€😀'.repeat(50), offsetDelta: 63, timestampDelta: 5 },
+      { value: 'v', offsetDelta: 64, timestampDelta: -5 },
+      { value: 'x'.repeat(20_000), offsetDelta: 10_000, timestampDelta: 2 ** 40 },
+      { value: 'h', headers: { reason: 'x', other: Buffer.from('y') } },
+      { value: 'h', headers: {} },
+    ];
+    let compared = 0;
+    let fellBack = 0;
+    const counting: RecordDecoder = (decoder, ctx) => (fellBack++, kafkajsRecordDecoder(decoder, ctx));
+    for (const ctx of contexts) {
+      for (const record of records) {
+        const bytes = kafkajsRecord(record).buffer;
+        // The record's bytes after its length varint, as the batch decoder hands them over.
+        const lengthDecoder = new Decoder(bytes);
+        const body = (lengthDecoder as unknown as { readVarIntBytes(): Buffer }).readVarIntBytes();
+        for (const cut of [body.length, Math.floor(random() * body.length), 0]) {
+          const slice = body.subarray(0, cut);
+          const before = fellBack;
+          const fast = outcome(() => decodeRecord(new Decoder(slice), ctx, counting));
+          const own = outcome(() => kafkajsRecordDecoder(new Decoder(slice), ctx));
+          expect(fast).toEqual(own);
+          // Whole records without headers, offsets and timestamps within 2^53: never kafkajs'.
+          const plain = cut === body.length && !record.headers?.reason && ctx.firstOffset.length < 16;
+          if (plain && ctx.firstTimestamp.length < 16) expect(fellBack).toBe(before);
+          compared++;
+        }
+      }
+    }
+    expect(compared).toBe(105);
+    expect(compared - fellBack).toBeGreaterThanOrEqual(20);
   });
 
   it('group messages by partition as kafkajs does, in order', () => {
