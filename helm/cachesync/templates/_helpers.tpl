@@ -299,6 +299,10 @@ spec:
               key: {{ $secret.kafkaPassword.key }}
         {{- end }}
         {{- end }}
+        {{- with $values.nodeOptions }}
+        - name: NODE_OPTIONS
+          value: {{ . | quote }}
+        {{- end }}
         {{- with $root.Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
