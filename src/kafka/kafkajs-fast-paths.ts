@@ -1,6 +1,14 @@
 import { createRequire, Module } from 'node:module';
 import { produceRequest, type ProduceDeps, type ProduceRequestArgs } from './kafkajs-produce-request.js';
 import { decodeRecord, type RecordDecoder } from './kafkajs-record-decoder.js';
+import {
+  bytesLength,
+  isBytes,
+  uvarint32Size,
+  writeUVarInt32,
+  writeVarIntBytes,
+  zigzag32,
+} from './record-fields.js';
 
 /**
  * Four internals of kafkajs 2.2.4 replaced by faster equivalents, measured as the tailer's largest
@@ -76,29 +84,6 @@ export interface RecordInput {
 /** Largest magnitude whose zigzag form (2|v|) is still exact in a double. */
 const MAX_FAST_VARLONG = 2 ** 51;
 
-/** kafkajs' 32-bit zigzag (it overflows as kafkajs' does for lengths past 2^30). */
-function zigzag32(value: number): number {
-  return (value << 1) ^ (value >> 31);
-}
-
-function uvarint32Size(value: number): number {
-  let bytes = 1;
-  while ((value & 0xffffff80) !== 0) {
-    bytes++;
-    value >>>= 7;
-  }
-  return bytes;
-}
-
-function writeUVarInt32(buf: Buffer, offset: number, value: number): number {
-  while ((value & 0xffffff80) !== 0) {
-    buf[offset++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
-  }
-  buf[offset++] = value & 0x7f;
-  return offset;
-}
-
 /** Zigzag of a safe integer as a 64-bit varint would hold it: a non-negative double. */
 function zigzag64(value: number): number {
   return value >= 0 ? value * 2 : -value * 2 - 1;
@@ -125,23 +110,6 @@ function writeUVarInt64(buf: Buffer, offset: number, value: number): number {
 /** A record's key or value ({@link fastRecordApplies} checked that it is one of these). */
 function bytesOf(value: unknown): Buffer | string | null {
   return value === null || value === undefined ? null : (value as Buffer | string);
-}
-
-function isBytes(value: unknown): boolean {
-  return value === null || value === undefined || typeof value === 'string' || Buffer.isBuffer(value);
-}
-
-function fieldLength(field: Buffer | string | null): number {
-  if (field === null) return -1;
-  return typeof field === 'string' ? Buffer.byteLength(field, 'utf8') : field.length;
-}
-
-function writeField(buf: Buffer, offset: number, field: Buffer | string | null, length: number): number {
-  offset = writeUVarInt32(buf, offset, zigzag32(length));
-  if (field === null) return offset;
-  if (typeof field === 'string') buf.write(field, offset, length, 'utf8');
-  else field.copy(buf, offset);
-  return offset + length;
 }
 
 /**
@@ -173,8 +141,8 @@ export function encodeRecord<E extends EncoderLike>(record: RecordInput, into: E
   const offsetDelta = zigzag32(record.offsetDelta ?? 0);
   const key = bytesOf(record.key);
   const value = bytesOf(record.value);
-  const keyLength = fieldLength(key);
-  const valueLength = fieldLength(value);
+  const keyLength = bytesLength(key);
+  const valueLength = bytesLength(value);
   const body =
     1 +
     uvarint64Size(timestampDelta) +
@@ -190,8 +158,8 @@ export function encodeRecord<E extends EncoderLike>(record: RecordInput, into: E
   buf[offset++] = 0; // attributes
   offset = writeUVarInt64(buf, offset, timestampDelta);
   offset = writeUVarInt32(buf, offset, offsetDelta);
-  offset = writeField(buf, offset, key, keyLength);
-  offset = writeField(buf, offset, value, valueLength);
+  offset = writeVarIntBytes(buf, offset, key, keyLength);
+  offset = writeVarIntBytes(buf, offset, value, valueLength);
   buf[offset++] = 0; // headers: zigzag(0)
   into.buf = buf;
   into.offset = offset;

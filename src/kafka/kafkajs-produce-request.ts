@@ -12,6 +12,15 @@
  * of the first kind.
  */
 
+import {
+  bytesLength,
+  isBytes,
+  uvarint32Size,
+  writeUVarInt32,
+  writeVarIntBytes,
+  zigzag32,
+} from './record-fields.js';
+
 /** kafkajs' Long, as far as this module uses it. */
 export interface LongLike {
   getHighBits(): number;
@@ -90,10 +99,6 @@ function isEmptyObject(value: unknown): boolean {
   return true;
 }
 
-function isBytes(value: unknown): boolean {
-  return value === null || value === undefined || typeof value === 'string' || Buffer.isBuffer(value);
-}
-
 /** The Produce v3 request kafkajs' `requests/produce/v3/request.js` makes, same fields, same bytes. */
 export function produceRequest(deps: ProduceDeps, args: ProduceRequestArgs): ProduceRequest {
   if (!fastProduceApplies(args)) return deps.fallback(args);
@@ -170,8 +175,8 @@ async function encodePartition(deps: ProduceDeps, batch: PartitionBatch): Promis
   let recordsSize = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i]!;
-    const keyLength = byteLength(m.key);
-    const valueLength = byteLength(m.value);
+    const keyLength = bytesLength(m.key);
+    const valueLength = bytesLength(m.value);
     sizes[2 * i] = keyLength;
     sizes[2 * i + 1] = valueLength;
     recordsSize += recordSize(i, keyLength, valueLength);
@@ -216,23 +221,18 @@ async function encodePartition(deps: ProduceDeps, batch: PartitionBatch): Promis
   return buf;
 }
 
-function byteLength(field: unknown): number {
-  if (field === null || field === undefined) return -1;
-  return typeof field === 'string' ? Buffer.byteLength(field, 'utf8') : (field as Buffer).length;
-}
-
 /** A record with no headers and a zero timestamp delta: its length varint and its body. */
 function recordSize(offsetDelta: number, keyLength: number, valueLength: number): number {
   const body =
     1 + // attributes
-    1 + // timestamp delta: zigzag(0)
-    uvarintSize(zigzag(offsetDelta)) +
-    uvarintSize(zigzag(keyLength)) +
+    1 + // timestamp delta: zigzag32(0)
+    uvarint32Size(zigzag32(offsetDelta)) +
+    uvarint32Size(zigzag32(keyLength)) +
     Math.max(keyLength, 0) +
-    uvarintSize(zigzag(valueLength)) +
+    uvarint32Size(zigzag32(valueLength)) +
     Math.max(valueLength, 0) +
-    1; // header count: zigzag(0)
-  return uvarintSize(zigzag(body)) + body;
+    1; // header count: zigzag32(0)
+  return uvarint32Size(zigzag32(body)) + body;
 }
 
 function writeRecords(buf: Buffer, offset: number, messages: ProduceMessage[], sizes: Int32Array): number {
@@ -241,45 +241,14 @@ function writeRecords(buf: Buffer, offset: number, messages: ProduceMessage[], s
     const keyLength = sizes[2 * i]!;
     const valueLength = sizes[2 * i + 1]!;
     const total = recordSize(i, keyLength, valueLength);
-    offset = writeUVarInt(buf, offset, zigzag(total - uvarintSize(zigzag(total))));
+    offset = writeUVarInt32(buf, offset, zigzag32(total - uvarint32Size(zigzag32(total))));
     buf[offset++] = 0; // attributes
     buf[offset++] = 0; // timestamp delta
-    offset = writeUVarInt(buf, offset, zigzag(i));
-    offset = writeField(buf, offset, m.key, keyLength);
-    offset = writeField(buf, offset, m.value, valueLength);
+    offset = writeUVarInt32(buf, offset, zigzag32(i));
+    offset = writeVarIntBytes(buf, offset, m.key, keyLength);
+    offset = writeVarIntBytes(buf, offset, m.value, valueLength);
     buf[offset++] = 0; // no headers
   }
-  return offset;
-}
-
-function writeField(buf: Buffer, offset: number, field: unknown, length: number): number {
-  offset = writeUVarInt(buf, offset, zigzag(length));
-  if (length < 0) return offset;
-  if (typeof field === 'string') buf.write(field, offset, length, 'utf8');
-  else (field as Buffer).copy(buf, offset);
-  return offset + length;
-}
-
-/** kafkajs' 32-bit zigzag. */
-function zigzag(value: number): number {
-  return (value << 1) ^ (value >> 31);
-}
-
-function uvarintSize(value: number): number {
-  let bytes = 1;
-  while ((value & 0xffffff80) !== 0) {
-    bytes++;
-    value >>>= 7;
-  }
-  return bytes;
-}
-
-function writeUVarInt(buf: Buffer, offset: number, value: number): number {
-  while ((value & 0xffffff80) !== 0) {
-    buf[offset++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
-  }
-  buf[offset++] = value & 0x7f;
   return offset;
 }
 
