@@ -51,7 +51,7 @@ export class ServersCpu {
     this.atStart = this.read();
   }
 
-  /** CPU seconds of each server since the start; a server that went away counts 0. */
+  /** CPU seconds of each server since the start; NaN for one that went away (the report leaves it out). */
   stop(): Record<string, number> {
     const now = this.read();
     return Object.fromEntries(Object.keys(this.pids).map((name) => [name, now[name]! - this.atStart[name]!]));
