@@ -130,10 +130,11 @@ function logTail(file: string): string {
 }
 
 /**
- * Runs a server start again while its port is busy. The stacks' ports sit in the kernel's
- * ephemeral range, where another program's outgoing connection can hold one for a moment; such a
- * port frees itself. A failed start's error ends with the server's log, which names the cause
- * ("Address already in use"); any other failure is thrown at once.
+ * Runs a server start again while its port is busy for a moment: the default ports sit below the
+ * kernel's ephemeral range, but a base port chosen inside it (CACHESYNC_*_BASE_PORT) can be held
+ * by another program's outgoing connection, and a server stopped just before may not have let go
+ * of it yet; such a port frees itself. A failed start's error ends with the server's log, which
+ * names the cause ("Address already in use"); any other failure is thrown at once.
  */
 export async function retryWhilePortBusy(start: () => Promise<void>, attempts = 20): Promise<void> {
   for (let attempt = 1; ; attempt++) {

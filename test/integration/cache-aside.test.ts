@@ -376,9 +376,9 @@ describe('CacheAside when its Redis goes down', () => {
   const dir = join(testStack().dir, 'cache-aside-redis');
   let server: ChildProcess | undefined;
   /**
-   * Its ports sit in the kernel's ephemeral range, where another program's outgoing connection may
-   * hold one for a while: the first start takes the first of base+20..29 it can bind, a restart
-   * waits for its port.
+   * A port may be held for a while (by another test's server stopping, or by an outgoing
+   * connection when the base port lies in the kernel's ephemeral range): the first start takes
+   * the first of base+20..29 it can bind, a restart waits for its port.
    */
   const startRedis = async () => {
     const candidates = port === 0 ? Array.from({ length: 10 }, (_, i) => TEST_BASE_PORT + 20 + i) : [port];
