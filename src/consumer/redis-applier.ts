@@ -36,21 +36,25 @@ type RedisClient = Redis | Cluster;
  *   call schedules them all at its end, in one ZADD.
  * - `R member score` (KEYS: the schedule): removes a run delayed delete, unless rescheduled meanwhile.
  *
- * Each write checks the key's version guard (a companion key in the same cluster slot) and writes
- * only if its change is newer, so a replay, a DLQ replay or another row's late change never puts
+ * Each write checks the key's version guard (a companion key in the same cluster slot; the call
+ * reads all of its guards in one MGET, since a command run from Lua costs more than the work it
+ * does) and writes only if its change is newer, so a replay, a DLQ replay or another row's late change never puts
  * an older value back. A DEL leaves its version behind for the same reason.
  */
 const APPLY_OPS = `${VERSION_COMPARE_LUA}
-local seen, seen_parts
+-- Every guard of the call is read in one MGET up front; a guard written here is remembered, so a
+-- later op of the same key sees it.
+local guards = {}
 local function may_write(guard, version, ties)
-  local cur = redis.call('GET', guard)
+  local cur = guards[guard]
+  if cur == nil then cur = redis.call('GET', guard) end
   if not cur then return true end
   if cur == version then return ties end
-  if version ~= seen then seen, seen_parts = version, cs_version_parts(version) end
-  local order = cs_compare_parts(cs_version_parts(cur), seen_parts)
+  local order = cs_compare_versions(cur, version)
   return order < 0 or (ties and order == 0)
 end
 local function set_guard(guard, version, ttl)
+  guards[guard] = version
   if ttl ~= '' then redis.call('SET', guard, version, 'PX', ttl) else redis.call('SET', guard, version) end
 end
 local function set_string(key, guard, version, value, ttl, guardTtl, replace)
@@ -107,6 +111,20 @@ end
 local function unschedule(zset, member, score)
   if redis.call('ZSCORE', zset, member) == score then redis.call('ZREM', zset, member) end
   return 1
+end
+do
+  local names, k, a = {}, 1, 1
+  while a <= #ARGV do
+    local kind = ARGV[a]
+    if kind == 'S' then names[#names + 1] = KEYS[k + 1]; k, a = k + 2, a + 6
+    elseif kind == 'H' then names[#names + 1] = KEYS[k + 1]; k, a = k + 2, a + 6 + tonumber(ARGV[a + 5])
+    elseif kind == 'D' then names[#names + 1] = KEYS[k + 1]; k, a = k + 2, a + 3
+    else k, a = k + 1, a + 3 end
+  end
+  if #names > 0 then
+    local values = redis.call('MGET', unpack(names))
+    for i = 1, #names do guards[names[i]] = values[i] end
+  end
 end
 local out, k, a = {}, 1, 1
 while a <= #ARGV do

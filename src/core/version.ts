@@ -145,7 +145,25 @@ local function cs_compare_parts(x, y)
   end
   return 0
 end
+local cs_find = string.find
+local function cs_colons(v)
+  local i = cs_find(v, ':', 1, true)
+  local j = i and cs_find(v, ':', i + 1, true)
+  return i, j, j and cs_find(v, ':', j + 1, true)
+end
 local function cs_compare_versions(a, b)
+  if a == b then return 0 end
+  -- Two versions of four parts whose colons sit at the same places have parts of the same widths:
+  -- they compare digit by digit, as whole strings (the common case: one epoch, one binlog file).
+  if #a == #b then
+    local i, j, k = cs_colons(a)
+    if k then
+      local x, y, z = cs_colons(b)
+      if i == x and j == y and k == z then
+        if a < b then return -1 else return 1 end
+      end
+    end
+  end
   return cs_compare_parts(cs_version_parts(a), cs_version_parts(b))
 end
 `;

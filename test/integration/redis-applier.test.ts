@@ -90,6 +90,24 @@ describe('the Redis applier, many messages at once', () => {
     expect(await redis.get(key)).toBe('4');
   });
 
+  it('a delete in the same call as writes of its key orders against them by version', async () => {
+    const key = `${prefix}del-twice`;
+    const op = (kind: 'set' | 'del', seq: number): CacheOp =>
+      kind === 'set'
+        ? { kind, key, value: String(seq), path, version: version(seq) }
+        : { kind, key, path, version: version(seq) };
+    expect(await applier.applyAll([[op('set', 5)], [op('del', 6)], [op('set', 6)], [op('set', 5)]])).toEqual([
+      ['applied'],
+      ['applied'],
+      ['stale'],
+      ['stale'],
+    ]);
+    expect(await redis.get(key)).toBeNull();
+    expect(await applier.currentVersion(key)).toBe(version(6));
+    expect(await applier.applyAll([[op('del', 7)], [op('set', 8)]])).toEqual([['applied'], ['applied']]);
+    expect(await redis.get(key)).toBe('8');
+  });
+
   it('applies again after Redis lost its scripts (SCRIPT FLUSH)', async () => {
     await redis.script('FLUSH');
     const key = `${prefix}after-flush`;

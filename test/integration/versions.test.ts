@@ -44,6 +44,13 @@ describe('versions in Redis', () => {
       '9:1:4:1',
       '10:1:4:1',
       '1763772000:2:4:1',
+      // Same width, colons in the same places (compared as whole strings), or not.
+      '01:1:4:1',
+      '12:1:4:1',
+      '1:12:4:1',
+      '1:1:40:1',
+      '1:1:4:10',
+      '1:01:4:1',
       '123456789012345678901234:1:1:1',
       '123456789012345678901235:1:1:1',
       versionBefore(1, 'binlog.000001', 5),
