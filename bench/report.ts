@@ -39,6 +39,8 @@ export interface BenchReport {
     rate: number;
     seconds: number;
     bigtxRows: number;
+    /** Rows of the unmeasured both-roles pass before the first run (0: none). */
+    warmUpRows: number;
     runs: number;
     scenarios: ScenarioName[];
   };
@@ -326,7 +328,8 @@ export function formatText(r: BenchReport): string {
     'workload',
     `${w.rows} rows in ${w.rowsPerStatement}-row INSERTs, one transaction each; ` +
       `${w.rate} updates/s for ${w.seconds} s` +
-      (w.scenarios.includes('bigtx') ? `; bigtx: one ${w.bigtxRows}-row INSERT ... SELECT` : ''),
+      (w.scenarios.includes('bigtx') ? `; bigtx: one ${w.bigtxRows}-row INSERT ... SELECT` : '') +
+      (w.warmUpRows > 0 ? `; after an unmeasured warm-up of ${w.warmUpRows} rows` : '; no warm-up'),
   );
   const many = w.runs > 1;
   row('runs', many ? `${w.runs}: median, then min..max` : '1');
