@@ -170,19 +170,15 @@ return out`;
  * was rescheduled since it was read (its score changed).
  */
 const RUN_DUE = `
-local members = {}
-for i = 2, #KEYS do
-  redis.call('DEL', KEYS[i])
-  members[#members + 1] = KEYS[i]
-end
-if #members == 0 then return 0 end
-local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
+if #KEYS < 2 then return 0 end
+redis.call('DEL', unpack(KEYS, 2))
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(KEYS, 2))
 local done = {}
 for i, score in ipairs(scores) do
-  if score == ARGV[i] then done[#done + 1] = members[i] end
+  if score == ARGV[i] then done[#done + 1] = KEYS[i + 1] end
 end
 if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
-return #members`;
+return #KEYS - 1`;
 
 /** One op's reply from {@link APPLY_OPS}: 1 written, 0 stale, `E<error>` refused. */
 type OpReply = number | string;
