@@ -9,9 +9,12 @@ import { parsePrometheusText } from './stats.js';
 /** The built command line: the bench runs what `npm run build` made, as a user would. */
 export const CLI_ENTRY = join(REPO_ROOT, 'dist', 'cli.js');
 
+/** The `--role` of a cachesync process the bench starts. */
+export type CachesyncRole = 'tailer' | 'consumer' | 'all';
+
 export interface CachesyncProcessOptions {
   config: string;
-  role: 'tailer' | 'all';
+  role: CachesyncRole;
   /** Where the config's `metrics` section makes it listen. */
   metricsHost: string;
   metricsPort: number;
@@ -77,6 +80,10 @@ export class CachesyncProcess {
 
   get logFile(): string {
     return this.opts.logFile;
+  }
+
+  get role(): CachesyncRole {
+    return this.opts.role;
   }
 
   /** `work`, or a rejection as soon as the process dies. */

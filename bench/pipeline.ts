@@ -2,7 +2,7 @@
  * Pipeline benchmark: starts its own MariaDB, Redis and Kafka (LocalStack), builds cachesync and
  * runs it as `node dist/cli.js run` in processes of its own, one per scenario and run, while this
  * process drives the workload and measures: MariaDB alone, the tailer alone (binlog -> Kafka), both
- * roles (binlog -> Redis) with a plain and a richer mapping, commit -> Redis latency, and memory
+ * roles (binlog -> Redis) in one process and in two, with a plain and a richer mapping, commit -> Redis latency, and memory
  * through one big transaction with a kill -9 inside it. Not a test: it measures, it does not
  * judge, except that it exits 1 when a row never arrived.
  *
@@ -58,7 +58,7 @@ const USAGE = `usage: npm run bench -- [options]
   -h, --help      this text
 
 Environment: CACHESYNC_BENCH_BASE_PORT (default 24500; MariaDB on it, Redis +1, Kafka +2 and +3,
-cachesync's /metrics +4).`;
+cachesync's /metrics +4, the split scenario's consumer's +5).`;
 
 /** Connections of the latency scenario: enough that a slow commit never holds up the next update. */
 const POOL_SIZE = 16;
@@ -111,7 +111,7 @@ function parseBenchArgs(argv: string[]): BenchArgs {
     throw new UsageError((err as Error).message);
   }
   const basePort = positive('CACHESYNC_BENCH_BASE_PORT', process.env.CACHESYNC_BENCH_BASE_PORT, 24500, true);
-  if (basePort + 4 > 65_535) throw new UsageError(`CACHESYNC_BENCH_BASE_PORT must be at most 65531`);
+  if (basePort + 5 > 65_535) throw new UsageError(`CACHESYNC_BENCH_BASE_PORT must be at most 65530`);
   return {
     basePort,
     rows: positive('--rows', values.rows, 200_000, true),

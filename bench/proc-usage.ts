@@ -71,37 +71,52 @@ export class ServersCpu {
 }
 
 /**
- * Measures another process over one phase: CPU time as the difference of two readings, resident
+ * Measures other processes over one phase: CPU time as the difference of two readings, resident
  * set sampled on an unref'd timer. Also this process's own CPU over the same phase, and the
  * servers'.
  */
 export class PhaseMonitor {
   private readonly timer: NodeJS.Timeout;
-  private readonly cpuAtStart: number;
+  private readonly cpuAtStart: number[];
   private readonly driverCpuAtStart = process.cpuUsage();
   private readonly servers: ServersCpu;
-  private peakRss = 0;
+  private readonly peakRss: number[];
 
   constructor(
-    private readonly pid: number,
+    private readonly pids: readonly number[],
     serverPids: Record<string, number>,
     intervalMs = 100,
   ) {
-    this.cpuAtStart = processCpuSeconds(pid);
+    this.cpuAtStart = pids.map(processCpuSeconds);
+    this.peakRss = pids.map(() => 0);
     this.servers = new ServersCpu(serverPids);
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs).unref();
   }
 
-  /** Ends the phase and reads the figures (throws when the process is gone). */
-  stop(): PhaseUsage & { driverCpuSeconds: number; serversCpuSeconds: Record<string, number> } {
+  /**
+   * Ends the phase and reads the figures (throws when a process is gone): each process's, and
+   * their sums (for one process, its own).
+   */
+  stop(): PhaseUsage & {
+    processes: PhaseUsage[];
+    driverCpuSeconds: number;
+    serversCpuSeconds: Record<string, number>;
+  } {
     this.cancel();
     this.sample();
     const driver = process.cpuUsage(this.driverCpuAtStart);
+    const processes = this.pids.map((pid, i) => ({
+      cpuSeconds: processCpuSeconds(pid) - this.cpuAtStart[i]!,
+      peakRssBytes: this.peakRss[i]!,
+      hwmBytes: processMemory(pid).hwmBytes,
+    }));
+    const sum = (figure: keyof PhaseUsage) => processes.reduce((total, p) => total + p[figure], 0);
     return {
-      cpuSeconds: processCpuSeconds(this.pid) - this.cpuAtStart,
-      peakRssBytes: this.peakRss,
-      hwmBytes: processMemory(this.pid).hwmBytes,
+      cpuSeconds: sum('cpuSeconds'),
+      peakRssBytes: sum('peakRssBytes'),
+      hwmBytes: sum('hwmBytes'),
+      processes,
       driverCpuSeconds: (driver.user + driver.system) / 1e6,
       serversCpuSeconds: this.servers.stop(),
     };
@@ -113,11 +128,13 @@ export class PhaseMonitor {
   }
 
   private sample(): void {
-    try {
-      this.peakRss = Math.max(this.peakRss, processMemory(this.pid).rssBytes);
-    } catch {
-      // the process is gone: its waits fail on their own
-    }
+    this.pids.forEach((pid, i) => {
+      try {
+        this.peakRss[i] = Math.max(this.peakRss[i]!, processMemory(pid).rssBytes);
+      } catch {
+        // the process is gone: its waits fail on their own
+      }
+    });
   }
 }
 

@@ -142,6 +142,27 @@ function bulkFigures(
   return figures;
 }
 
+/** split: the tailer's and the consumer's process, each on its own. */
+const splitFigures: Array<Figure<BulkResult>> = [
+  ...bulkFigures('binlog -> Redis, all applied', { rowsPerSecond: 50_000 }),
+  ...(['tailer', 'consumer'] as const).flatMap((role): Array<Figure<BulkResult>> => {
+    const of = (r: BulkResult) => r.cachesync.processes?.find((p) => p.role === role);
+    return [
+      {
+        key: `${role}.cpuMicrosPerRow`,
+        label: `--role ${role}: CPU per row`,
+        unit: 'us',
+        value: (r) => of(r)?.cpuMicrosPerRow,
+      },
+      { key: `${role}.hwmMB`, label: '  peak RSS, VmHWM', unit: 'MB', value: (r) => mbOf(of(r)?.hwmBytes) },
+    ];
+  }),
+];
+
+function mbOf(bytes: number | undefined): number | undefined {
+  return bytes === undefined ? undefined : bytes / MB;
+}
+
 const mariadbFigures: Array<Figure<MariadbResult>> = [
   { key: 'rowsPerSecond', label: 'insert rate', unit: 'rows/s', value: (r) => r.insert.rowsPerSecond },
   { key: 'seconds', label: '  inserts took', unit: 's', value: (r) => r.insert.seconds },
@@ -243,6 +264,7 @@ const FIGURES: { [S in ScenarioName]: Array<Figure<Extract<ScenarioResult, { sce
     hwmMB: 150,
   }),
   both: bulkFigures('binlog -> Redis, all applied', { rowsPerSecond: 50_000 }),
+  split: splitFigures,
   rich: richFigures,
   latency: latencyFigures,
   bigtx: [
@@ -262,6 +284,8 @@ const TITLES: Record<Exclude<ScenarioName, 'bigtx'>, string> = {
   mariadb: 'mariadb: the INSERTs into an unmapped table, no cachesync running',
   tailer: 'tailer: cachesync --role tailer, binlog -> Kafka (acks=all)',
   both: 'both: cachesync --role all, one key per row (item:{id} refresh JSON)',
+  split:
+    'split: cachesync --role tailer and --role consumer, two processes, one key per row (item:{id} refresh JSON)',
   rich: 'rich: cachesync --role all, per row user:{id} JSON, userh:{id} hash, userx:{id} invalidate + 500ms redelete',
   latency: 'latency: cachesync --role all, single-row autocommit UPDATEs at a steady rate',
 };
@@ -372,7 +396,7 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
   if (!first) return lines;
   if (first.scenario === 'tailer') {
     lines.push(`checked: every row on the topic in ${results.length} of ${results.length} runs`);
-  } else if (first.scenario === 'both' || first.scenario === 'rich') {
+  } else if (first.scenario === 'both' || first.scenario === 'split' || first.scenario === 'rich') {
     lines.push(
       `checked: ${first.keys.map(describeCheck).join('; ')}: ` +
         `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
@@ -396,7 +420,7 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
   }
   results.forEach((res, i) => {
     const keys =
-      res.scenario === 'both' || res.scenario === 'rich'
+      res.scenario === 'both' || res.scenario === 'split' || res.scenario === 'rich'
         ? res.keys
         : res.scenario === 'bigtx'
           ? [...res.tailer.keys, ...res.all.keys]

@@ -15,13 +15,13 @@ import {
   type KeyCheck,
   type Progress,
 } from './bulk-insert.js';
-import { CachesyncProcess } from './cachesync-process.js';
+import { CachesyncProcess, type CachesyncRole } from './cachesync-process.js';
 import type { Cleanup } from './cleanup.js';
 import { PhaseMonitor, ServersCpu, driverCpu, processMemory, type PhaseUsage } from './proc-usage.js';
 import { counterSum, histogramOf } from './stats.js';
 import { runSteadyUpdates, type SteadyUpdatesResult } from './steady-updates.js';
 
-export const SCENARIOS = ['mariadb', 'tailer', 'both', 'rich', 'latency', 'bigtx'] as const;
+export const SCENARIOS = ['mariadb', 'tailer', 'both', 'split', 'rich', 'latency', 'bigtx'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const DB = 'bench';
@@ -65,6 +65,11 @@ export interface BenchContext {
 export interface CachesyncUsage extends PhaseUsage {
   /** cpuSeconds per row (per update in the latency scenario), microseconds. */
   cpuMicrosPerRow: number;
+  /**
+   * split: each process's own figures (`cpuSeconds` and the memory figures above are their sums;
+   * the sum of two peaks bounds, and may exceed, the two processes' peak together).
+   */
+  processes?: Array<PhaseUsage & { role: CachesyncRole; cpuMicrosPerRow: number; logFile: string }>;
   driverCpuSeconds: number;
   /** CPU seconds of each server (mariadb, kafka, redis) over the same phase. */
   serversCpuSeconds: Record<string, number>;
@@ -89,7 +94,7 @@ export interface MariadbResult {
 }
 
 export interface BulkResult {
-  scenario: 'tailer' | 'both' | 'rich';
+  scenario: 'tailer' | 'both' | 'split' | 'rich';
   rows: number;
   /** The INSERTs, as MariaDB took them while cachesync ran. */
   insert: InsertFigures;
@@ -166,6 +171,8 @@ export async function runScenario(
         return await bulk(ctx, { scenario, name, table, role: 'tailer', keys: [ITEM_KEY] }, log);
       case 'both':
         return await bulk(ctx, { scenario, name, table, role: 'all', keys: [ITEM_KEY] }, log);
+      case 'split':
+        return await bulk(ctx, { scenario, name, table, role: 'split', keys: [ITEM_KEY] }, log);
       case 'rich':
         return await bulk(ctx, { scenario, name, table, role: 'all', keys: RICH_KEYS }, log);
       case 'latency':
@@ -219,17 +226,21 @@ async function bulk(
     scenario: BulkResult['scenario'];
     name: string;
     table: string;
-    role: 'tailer' | 'all';
+    role: 'tailer' | 'all' | 'split';
     keys: KeySpec[];
   },
   log: (msg: string) => void,
 ): Promise<BulkResult> {
-  return withCachesync(ctx, spec, log, async (proc, topic) => {
+  return withCachesync(ctx, spec, log, async (proc, topic, _startAnother, all) => {
     const progress = spec.role === 'tailer' ? onTopic(ctx.admin, topic, proc) : applied(proc, spec.table);
     await proc.guard(warmUp(ctx.sql, spec.table, progress));
     log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT`);
     const base = await progress.read();
-    const { result: timing, usage } = await measured(ctx, proc, () =>
+    const {
+      result: timing,
+      usage,
+      processes,
+    } = await measured(ctx, all, () =>
       insertAndWait({
         sql: ctx.sql,
         table: spec.table,
@@ -257,7 +268,21 @@ async function bulk(
       },
       seconds: timing.seconds,
       rowsPerSecond: ctx.rows / timing.seconds,
-      cachesync: { ...usage, cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / ctx.rows, logFile: proc.logFile },
+      cachesync: {
+        ...usage,
+        cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / ctx.rows,
+        logFile: proc.logFile,
+        ...(all.length > 1
+          ? {
+              processes: processes.map((p, i) => ({
+                ...p,
+                role: all[i]!.role,
+                cpuMicrosPerRow: (p.cpuSeconds * 1e6) / ctx.rows,
+                logFile: all[i]!.logFile,
+              })),
+            }
+          : {}),
+      },
       keys,
       ok: keys.every((k) => k.ok),
     };
@@ -287,7 +312,7 @@ async function latency(
       }),
     );
     log(`updating ${ctx.rate} rows/s for ${ctx.seconds} s`);
-    const { result: updates, usage } = await measured(ctx, proc, () =>
+    const { result: updates, usage } = await measured(ctx, [proc], () =>
       runSteadyUpdates({
         pool: ctx.pool,
         redis: ctx.redis,
@@ -530,50 +555,71 @@ function mb(bytes: number): string {
   return (bytes / (1024 * 1024)).toFixed(0);
 }
 
-/** Runs the measured phase, and measures cachesync's (and this process's) use of the machine over it. */
+/** Runs the measured phase, and measures cachesync's processes' (and this process's) use of the machine over it. */
 async function measured<T>(
   ctx: BenchContext,
-  proc: CachesyncProcess,
+  procs: readonly CachesyncProcess[],
   work: () => Promise<T>,
-): Promise<{ result: T; usage: ReturnType<PhaseMonitor['stop']> }> {
-  const monitor = new PhaseMonitor(proc.pid, ctx.serverPids);
+): Promise<{
+  result: T;
+  usage: Omit<ReturnType<PhaseMonitor['stop']>, 'processes'>;
+  processes: PhaseUsage[];
+}> {
+  const monitor = new PhaseMonitor(
+    procs.map((p) => p.pid),
+    ctx.serverPids,
+  );
   try {
-    const result = await proc.guard(work());
-    return { result, usage: monitor.stop() };
+    const result = await guardAll(procs, work());
+    const { processes, ...usage } = monitor.stop();
+    return { result, usage, processes };
   } finally {
     monitor.cancel();
   }
 }
 
+/** `work`, or a rejection as soon as one of the processes dies. */
+function guardAll<T>(procs: readonly CachesyncProcess[], work: Promise<T>): Promise<T> {
+  return procs.reduce((guarded, proc) => proc.guard(guarded), work);
+}
+
 /**
  * Starts cachesync on a config of its own (topic, DLQ and checkpoint topics, group named after the
- * scenario), waits until it is ready, runs `body`, stops it and deletes its topics. `body` may
- * start more processes on the same config, each with a log of its own (`<name>-<suffix>.log`);
- * they are stopped at the end too.
+ * scenario), waits until it is ready, runs `body`, stops it and deletes its topics. `split` starts
+ * two processes as a deployment of separate roles would, `--role consumer` (on a copy of the config
+ * that serves /metrics on the next port; `proc`, whose /metrics show what was applied) and then
+ * `--role tailer`; `all` holds every process started here. `body` may start more processes on the
+ * same config and role, each with a log of its own (`<name>-<suffix>.log`); they are stopped at the
+ * end too.
  */
 async function withCachesync<T>(
   ctx: BenchContext,
-  spec: { name: string; table: string; role: 'tailer' | 'all'; keys: KeySpec[] },
+  spec: { name: string; table: string; role: CachesyncRole | 'split'; keys: KeySpec[] },
   log: (msg: string) => void,
   body: (
     proc: CachesyncProcess,
     topic: string,
     startAnother: (suffix: string) => Promise<CachesyncProcess>,
+    all: CachesyncProcess[],
   ) => Promise<T>,
 ): Promise<T> {
-  const file = join(ctx.dir, `${spec.name}.yaml`);
-  writeFileSync(file, configYaml(ctx, spec.name, spec.table, spec.keys));
+  const configFile = (name: string, metricsPort: number) => {
+    const file = join(ctx.dir, `${name}.yaml`);
+    writeFileSync(file, configYaml(ctx, spec.name, spec.table, spec.keys, metricsPort));
+    return file;
+  };
+  const file = configFile(spec.name, ctx.metricsPort);
   const config = await loadConfig(file, { env: {} });
   const { topic, dlqTopic, checkpointTopic } = config.kafka;
   const started: CachesyncProcess[] = [];
-  const start = async (name: string) => {
+  const start = async (name: string, role: CachesyncRole, on = { file, metricsPort: ctx.metricsPort }) => {
     const logFile = join(ctx.dir, `${name}.log`);
-    log(`starting cachesync --role ${spec.role} (log: ${logFile})`);
+    log(`starting cachesync --role ${role} (log: ${logFile})`);
     const proc = CachesyncProcess.start({
-      config: file,
-      role: spec.role,
+      config: on.file,
+      role,
       metricsHost: config.metrics.host,
-      metricsPort: config.metrics.port,
+      metricsPort: on.metricsPort,
       logFile,
       nodeArgs: ctx.nodeArgs,
     });
@@ -583,8 +629,19 @@ async function withCachesync<T>(
     return proc;
   };
   try {
-    const proc = await start(spec.name);
-    return await body(proc, topic, (suffix) => start(`${spec.name}-${suffix}`));
+    if (spec.role === 'split') {
+      const consumerPort = ctx.metricsPort + 1;
+      const consumer = await start(`${spec.name}-consumer`, 'consumer', {
+        file: configFile(`${spec.name}-consumer`, consumerPort),
+        metricsPort: consumerPort,
+      });
+      const tailer = await start(`${spec.name}-tailer`, 'tailer');
+      const refuse = () => Promise.reject(new Error('split: no more processes'));
+      return await body(consumer, topic, refuse, [tailer, consumer]);
+    }
+    const role = spec.role;
+    const proc = await start(spec.name, role);
+    return await body(proc, topic, (suffix) => start(`${spec.name}-${suffix}`, role), [proc]);
   } catch (err) {
     const message = (err as Error).message ?? '';
     for (const proc of started) {
@@ -605,11 +662,12 @@ export function configYaml(
   name: string,
   table: string,
   keys: KeySpec[] = [ITEM_KEY],
+  metricsPort = ctx.metricsPort,
 ): string {
   return [
     ...stackConfigSections(ctx.endpoints, { name: `bench-${name}`, partitions: PARTITIONS }),
     'metrics:',
-    `  port: ${ctx.metricsPort}`,
+    `  port: ${metricsPort}`,
     '  host: 127.0.0.1',
     'log:',
     '  level: warn',
