@@ -140,7 +140,7 @@ export class ChangeConsumer extends EventEmitter<ConsumerEvents> {
       events: this,
       signal,
       stallMs: this.stallMs,
-      applyBatch: (payload) => this.partitions.applyBatch(payload),
+      applyBatch: (payload, applied) => this.partitions.applyBatch(payload, applied),
       accepting: () => this.failure === undefined && !this.closing,
       fail,
     });

@@ -122,7 +122,11 @@ export class PartitionApplier {
     return this.outages > 0;
   }
 
-  async applyBatch(payload: EachBatchPayload): Promise<void> {
+  /**
+   * Applies a batch a chunk at a time, telling `applied` the last offset of each chunk once all of
+   * it is applied. Returns false if it stopped before the batch's end (shutdown, rebalance).
+   */
+  async applyBatch(payload: EachBatchPayload, applied: (offset: string) => void): Promise<boolean> {
     const { batch } = payload;
     const ctx: BatchContext = {
       topic: batch.topic,
@@ -131,16 +135,18 @@ export class PartitionApplier {
       live: () => payload.isRunning() && !payload.isStale() && !this.opts.signal.aborted,
     };
     const { chunkSize, events } = this.opts;
-    for (let i = 0; i < batch.messages.length && ctx.live(); i += chunkSize) {
+    for (let i = 0; i < batch.messages.length; i += chunkSize) {
+      if (!ctx.live()) return false;
       const chunk = batch.messages.slice(i, i + chunkSize);
       const done = await this.applyChunk(ctx, chunk);
-      if (!done) return;
-      payload.resolveOffset(chunk[chunk.length - 1]!.offset);
-      await payload.commitOffsetsIfNecessary();
+      if (!done) return false;
+      const last = chunk[chunk.length - 1]!.offset;
+      applied(last);
       await ctx.heartbeat();
-      const lag = Number(batch.highWatermark) - Number(chunk[chunk.length - 1]!.offset) - 1;
+      const lag = Number(batch.highWatermark) - Number(last) - 1;
       events.emit('lag', { partition: batch.partition, messages: Math.max(0, lag) });
     }
+    return true;
   }
 
   /**
