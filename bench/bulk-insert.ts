@@ -57,6 +57,20 @@ export interface InsertAndWaitResult {
 }
 
 const PROGRESS_EVERY_MS = 5000;
+/** The longest wait between two reads of the count, while the end is far. */
+const MAX_POLL_MS = 500;
+
+/**
+ * How long to wait before reading the count again: `pollMs` once the end is near, longer while it
+ * is far (a third of the time the rate so far says is left, at most {@link MAX_POLL_MS}). A read
+ * costs what it watches (a scrape of cachesync's /metrics, a request to the broker), so reading
+ * every `pollMs` throughout would add to the figures; the end is still seen within `pollMs`, unless
+ * the rate more than triples at the end.
+ */
+export function nextPollMs(pollMs: number, count: number, rows: number, elapsedMs: number): number {
+  const leftMs = count > 0 ? ((rows - count) * elapsedMs) / count : Infinity;
+  return Math.min(MAX_POLL_MS, Math.max(pollMs, leftMs / 3));
+}
 
 /**
  * Inserts `rows` rows (see insertRows) and, meanwhile, polls `progress` until it has grown by
@@ -128,7 +142,7 @@ async function watch(
         `the pipeline stalled: ${count} of ${opts.rows} rows ${opts.progress.what} and nothing more for ${stallMs / 1000} s`,
       );
     }
-    await sleep(opts.progress.pollMs);
+    await sleep(nextPollMs(opts.progress.pollMs, count, opts.rows, now - started));
   }
   throw new Error('the inserts failed');
 }
