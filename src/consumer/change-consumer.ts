@@ -140,7 +140,7 @@ export class ChangeConsumer extends EventEmitter<ConsumerEvents> {
       events: this,
       signal,
       stallMs: this.stallMs,
-      applyBatch: (payload, applied) => this.partitions.applyBatch(payload, applied),
+      applyBatch: (payload) => this.partitions.applyBatch(payload),
       accepting: () => this.failure === undefined && !this.closing,
       fail,
     });

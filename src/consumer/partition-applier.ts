@@ -122,11 +122,7 @@ export class PartitionApplier {
     return this.outages > 0;
   }
 
-  /**
-   * Applies a batch a chunk at a time, telling `applied` the last offset of each chunk once all of
-   * it is applied. Returns false if it stopped before the batch's end (shutdown, rebalance).
-   */
-  async applyBatch(payload: EachBatchPayload, applied: (offset: string) => void): Promise<boolean> {
+  async applyBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const ctx: BatchContext = {
       topic: batch.topic,
@@ -135,18 +131,16 @@ export class PartitionApplier {
       live: () => payload.isRunning() && !payload.isStale() && !this.opts.signal.aborted,
     };
     const { chunkSize, events } = this.opts;
-    for (let i = 0; i < batch.messages.length; i += chunkSize) {
-      if (!ctx.live()) return false;
+    for (let i = 0; i < batch.messages.length && ctx.live(); i += chunkSize) {
       const chunk = batch.messages.slice(i, i + chunkSize);
       const done = await this.applyChunk(ctx, chunk);
-      if (!done) return false;
-      const last = chunk[chunk.length - 1]!.offset;
-      applied(last);
+      if (!done) return;
+      payload.resolveOffset(chunk[chunk.length - 1]!.offset);
+      await payload.commitOffsetsIfNecessary();
       await ctx.heartbeat();
-      const lag = Number(batch.highWatermark) - Number(last) - 1;
+      const lag = Number(batch.highWatermark) - Number(chunk[chunk.length - 1]!.offset) - 1;
       events.emit('lag', { partition: batch.partition, messages: Math.max(0, lag) });
     }
-    return true;
   }
 
   /**
