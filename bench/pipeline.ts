@@ -58,7 +58,7 @@ const USAGE = `usage: npm run bench -- [options]
   -h, --help      this text
 
 Environment: CACHESYNC_BENCH_BASE_PORT (default 24500; MariaDB on it, Redis +1, Kafka +2 and +3,
-cachesync's /metrics +4, the split scenario's consumer's +5).`;
+cachesync's /metrics +4, the split and catchup scenarios' consumer's +5).`;
 
 /** Connections of the latency scenario: enough that a slow commit never holds up the next update. */
 const POOL_SIZE = 16;

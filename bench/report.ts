@@ -159,6 +159,19 @@ const splitFigures: Array<Figure<BulkResult>> = [
   }),
 ];
 
+/** catchup: a consumer process alone on a backlog. */
+const catchupFigures: Array<Figure<BulkResult>> = [
+  {
+    key: 'rowsPerSecond',
+    label: 'backlog -> Redis, all applied',
+    unit: 'rows/s',
+    value: (r) => r.rowsPerSecond,
+  },
+  { key: 'seconds', label: '  consumer ready -> done', unit: 's', value: (r) => r.seconds },
+  { key: 'rows', label: '  changes applied meanwhile', unit: 'count', value: (r) => r.rows },
+  ...usageFigures<BulkResult>('row'),
+];
+
 function mbOf(bytes: number | undefined): number | undefined {
   return bytes === undefined ? undefined : bytes / MB;
 }
@@ -265,6 +278,7 @@ const FIGURES: { [S in ScenarioName]: Array<Figure<Extract<ScenarioResult, { sce
   }),
   both: bulkFigures('binlog -> Redis, all applied', { rowsPerSecond: 50_000 }),
   split: splitFigures,
+  catchup: catchupFigures,
   rich: richFigures,
   latency: latencyFigures,
   bigtx: [
@@ -286,6 +300,8 @@ const TITLES: Record<Exclude<ScenarioName, 'bigtx'>, string> = {
   both: 'both: cachesync --role all, one key per row (item:{id} refresh JSON)',
   split:
     'split: cachesync --role tailer and --role consumer, two processes, one key per row (item:{id} refresh JSON)',
+  catchup:
+    'catchup: cachesync --role consumer alone on a backlog of every row (item:{id} refresh JSON), from the moment it is ready',
   rich: 'rich: cachesync --role all, per row user:{id} JSON, userh:{id} hash, userx:{id} invalidate + 500ms redelete',
   latency: 'latency: cachesync --role all, single-row autocommit UPDATEs at a steady rate',
 };
@@ -396,7 +412,12 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
   if (!first) return lines;
   if (first.scenario === 'tailer') {
     lines.push(`checked: every row on the topic in ${results.length} of ${results.length} runs`);
-  } else if (first.scenario === 'both' || first.scenario === 'split' || first.scenario === 'rich') {
+  } else if (
+    first.scenario === 'both' ||
+    first.scenario === 'split' ||
+    first.scenario === 'catchup' ||
+    first.scenario === 'rich'
+  ) {
     lines.push(
       `checked: ${first.keys.map(describeCheck).join('; ')}: ` +
         `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
@@ -420,7 +441,10 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
   }
   results.forEach((res, i) => {
     const keys =
-      res.scenario === 'both' || res.scenario === 'split' || res.scenario === 'rich'
+      res.scenario === 'both' ||
+      res.scenario === 'split' ||
+      res.scenario === 'catchup' ||
+      res.scenario === 'rich'
         ? res.keys
         : res.scenario === 'bigtx'
           ? [...res.tailer.keys, ...res.all.keys]

@@ -12,6 +12,7 @@ import {
   checkKeys,
   insertAndWait,
   insertRows,
+  nextPollMs,
   type KeyCheck,
   type Progress,
 } from './bulk-insert.js';
@@ -21,7 +22,16 @@ import { PhaseMonitor, ServersCpu, driverCpu, processMemory, type PhaseUsage } f
 import { counterSum, histogramOf } from './stats.js';
 import { runSteadyUpdates, type SteadyUpdatesResult } from './steady-updates.js';
 
-export const SCENARIOS = ['mariadb', 'tailer', 'both', 'split', 'rich', 'latency', 'bigtx'] as const;
+export const SCENARIOS = [
+  'mariadb',
+  'tailer',
+  'both',
+  'split',
+  'catchup',
+  'rich',
+  'latency',
+  'bigtx',
+] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const DB = 'bench';
@@ -94,11 +104,15 @@ export interface MariadbResult {
 }
 
 export interface BulkResult {
-  scenario: 'tailer' | 'both' | 'split' | 'rich';
+  scenario: 'tailer' | 'both' | 'split' | 'catchup' | 'rich';
+  /** Rows inserted; catchup: changes the consumer applied in the measured phase. */
   rows: number;
   /** The INSERTs, as MariaDB took them while cachesync ran. */
   insert: InsertFigures;
-  /** First INSERT until every row was on the topic (tailer) or applied to Redis (both, rich). */
+  /**
+   * First INSERT until every row was on the topic (tailer) or applied to Redis (both, split, rich);
+   * catchup: the consumer ready until every change of the backlog was applied.
+   */
   seconds: number;
   rowsPerSecond: number;
   cachesync: CachesyncUsage;
@@ -173,6 +187,8 @@ export async function runScenario(
         return await bulk(ctx, { scenario, name, table, role: 'all', keys: [ITEM_KEY] }, log);
       case 'split':
         return await bulk(ctx, { scenario, name, table, role: 'split', keys: [ITEM_KEY] }, log);
+      case 'catchup':
+        return await catchUp(ctx, name, table, log);
       case 'rich':
         return await bulk(ctx, { scenario, name, table, role: 'all', keys: RICH_KEYS }, log);
       case 'latency':
@@ -512,6 +528,8 @@ async function pollUntil(opts: {
   /** What the count is, after the number: "of 300000 on the topic". */
   what: string;
   pollMs: number;
+  /** The count at which it is done: reads are spaced out while it is far (see nextPollMs). */
+  adaptive?: number;
   stallMs?: number;
   log: (msg: string) => void;
 }): Promise<number> {
@@ -535,7 +553,11 @@ async function pollUntil(opts: {
       lastReport = now;
       opts.log(`${((now - started) / 1000).toFixed(0)} s: ${count} ${opts.what}`);
     }
-    await sleep(opts.pollMs);
+    await sleep(
+      opts.adaptive === undefined
+        ? opts.pollMs
+        : nextPollMs(opts.pollMs, Math.max(0, count), opts.adaptive, now - started),
+    );
   }
 }
 
@@ -599,7 +621,8 @@ async function withCachesync<T>(
   body: (
     proc: CachesyncProcess,
     topic: string,
-    startAnother: (suffix: string) => Promise<CachesyncProcess>,
+    /** Another process on the same config; of another role, it serves /metrics on the next port. */
+    startAnother: (suffix: string, role?: CachesyncRole) => Promise<CachesyncProcess>,
     all: CachesyncProcess[],
   ) => Promise<T>,
 ): Promise<T> {
@@ -641,7 +664,13 @@ async function withCachesync<T>(
     }
     const role = spec.role;
     const proc = await start(spec.name, role);
-    return await body(proc, topic, (suffix) => start(`${spec.name}-${suffix}`, role), [proc]);
+    const another = (suffix: string, as: CachesyncRole = role) => {
+      const name = `${spec.name}-${suffix}`;
+      if (as === role) return start(name, as);
+      const port = ctx.metricsPort + 1;
+      return start(name, as, { file: configFile(name, port), metricsPort: port });
+    };
+    return await body(proc, topic, another, [proc]);
   } catch (err) {
     const message = (err as Error).message ?? '';
     for (const proc of started) {
@@ -695,6 +724,77 @@ function onTopic(admin: Admin, topic: string, proc: CachesyncProcess): Progress 
 async function messagesOn(admin: Admin, topic: string): Promise<number> {
   const offsets = await admin.fetchTopicOffsets(topic);
   return offsets.reduce((sum, p) => sum + Number(p.high), 0);
+}
+
+/**
+ * A consumer catching up: `--role tailer` alone puts the rows on the topic (warm-up, then the
+ * INSERTs, until every row is there), then `--role consumer` starts on that backlog. Measured from
+ * the moment it is ready (started, joined, streaming) until every change is applied: the consumers'
+ * own rate, with no tailer and no INSERTs sharing the machine; what it applied before it was ready
+ * is left out of the rows counted.
+ */
+async function catchUp(
+  ctx: BenchContext,
+  name: string,
+  table: string,
+  log: (msg: string) => void,
+): Promise<BulkResult> {
+  const spec = { name, table, role: 'tailer' as const, keys: [ITEM_KEY] };
+  return withCachesync(ctx, spec, log, async (tailer, topic, startAnother) => {
+    const published = onTopic(ctx.admin, topic, tailer);
+    await tailer.guard(warmUp(ctx.sql, table, published));
+    log(`inserting ${ctx.rows} rows, ${ROWS_PER_STATEMENT} per INSERT; no consumer runs yet`);
+    const timing = await tailer.guard(
+      insertAndWait({
+        sql: ctx.sql,
+        table,
+        rows: ctx.rows,
+        rowsPerStatement: ROWS_PER_STATEMENT,
+        progress: published,
+        base: await published.read(),
+        log,
+      }),
+    );
+    const consumer = await startAnother('consumer', 'consumer');
+    const applying = applied(consumer, table);
+    // The warm-up row's insert and delete are on the topic before the rows.
+    const changes = ctx.rows + 2;
+    const atReady = await applying.read();
+    const left = changes - atReady;
+    log(`consumer ready with ${atReady} of ${changes} changes applied; measuring the other ${left}`);
+    const started = performance.now();
+    const { result: doneAt, usage } = await measured(ctx, [consumer], () =>
+      pollUntil({
+        read: async () => {
+          const count = (await applying.read()) - atReady;
+          return { count, done: count >= left };
+        },
+        what: `of ${left} changes applied`,
+        pollMs: applying.pollMs,
+        adaptive: left,
+        log,
+      }),
+    );
+    log('checking the keys in Redis');
+    const keys = [
+      await checkKeys(ctx.redis, { prefix: ITEM_KEY.prefix, format: ITEM_KEY.check, rows: ctx.rows }),
+    ];
+    const seconds = (doneAt - started) / 1000;
+    return {
+      scenario: 'catchup',
+      rows: left,
+      insert: {
+        statements: timing.statements,
+        seconds: timing.insertSeconds,
+        rowsPerSecond: ctx.rows / timing.insertSeconds,
+      },
+      seconds,
+      rowsPerSecond: left / seconds,
+      cachesync: { ...usage, cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / left, logFile: consumer.logFile },
+      keys,
+      ok: keys.every((k) => k.ok),
+    };
+  });
 }
 
 /** Changes of the table applied to Redis, from cachesync's /metrics. */
