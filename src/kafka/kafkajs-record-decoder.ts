@@ -1,7 +1,7 @@
 /**
  * kafkajs 2.2.4's record decoder (`protocol/recordBatch/record/v0/decoder.js`), for what a consumer
- * of change events fetches: the same record object, without what kafkajs spends on each record
- * before it gets to the bytes. kafkajs reads the timestamp delta as a 64-bit Long (a BigInt), then
+ * of change events fetches: a record with the same fields (its key and value read from the fetched
+ * bytes when asked for), without what kafkajs spends on each record before it gets to the bytes. kafkajs reads the timestamp delta as a 64-bit Long (a BigInt), then
  * computes the record's offset and timestamp by parsing the batch's first offset and timestamp from
  * their decimal strings into BigInts again for every record, and folds the headers with an object
  * spread per header. Here the batch's two bases are parsed once per batch, and an offset or a
@@ -111,11 +111,11 @@ export function decodeRecord(
   const keyLength = readVarInt(buf, pos);
   if (Number.isNaN(keyLength) || keyLength < -1 || pos + Math.max(keyLength, 0) > buf.length)
     return fallback();
-  const key = keyLength === -1 ? null : buf.slice(pos, pos + keyLength);
+  const keyStart = pos;
   const valueLength = readVarInt(buf, pos + Math.max(keyLength, 0));
   if (Number.isNaN(valueLength) || valueLength < -1 || pos + Math.max(valueLength, 0) > buf.length)
     return fallback();
-  const value = valueLength === -1 ? null : buf.slice(pos, pos + valueLength);
+  const valueStart = pos;
   const headerCount = readVarInt(buf, pos + Math.max(valueLength, 0));
   if (headerCount !== 0 && headerCount !== -1) return fallback();
 
@@ -132,15 +132,51 @@ export function decodeRecord(
   const offsetSum = base.offset + offsetDelta;
   if (!Number.isSafeInteger(offsetSum)) return fallback();
   decoder.offset = pos;
-  return {
+  return new FetchedRecord(
     magicByte,
     attributes,
     timestamp,
-    offset: String(offsetSum),
-    key,
-    value,
-    headers: {},
-    isControlRecord: isControlBatch,
+    String(offsetSum),
+    buf,
+    keyStart,
+    keyLength,
+    valueStart,
+    valueLength,
+    isControlBatch,
     batchContext,
-  };
+  );
+}
+
+/**
+ * A record as kafkajs' decoder returns it, but for its key and value, which are views of the
+ * fetched bytes made when read: a consumer holds every record of a fetched batch until it has
+ * applied them all, and those two views per record were much of what outlived V8's young
+ * generation (copied, then promoted) while it did.
+ */
+class FetchedRecord {
+  readonly headers: Record<string, never> = {};
+
+  constructor(
+    readonly magicByte: number | undefined,
+    readonly attributes: number,
+    readonly timestamp: string,
+    readonly offset: string,
+    private readonly bytes: Buffer,
+    private readonly keyStart: number,
+    private readonly keyLength: number,
+    private readonly valueStart: number,
+    private readonly valueLength: number,
+    readonly isControlRecord: boolean,
+    readonly batchContext: RecordBatchContext,
+  ) {}
+
+  get key(): Buffer | null {
+    return this.keyLength === -1 ? null : this.bytes.subarray(this.keyStart, this.keyStart + this.keyLength);
+  }
+
+  get value(): Buffer | null {
+    return this.valueLength === -1
+      ? null
+      : this.bytes.subarray(this.valueStart, this.valueStart + this.valueLength);
+  }
 }
