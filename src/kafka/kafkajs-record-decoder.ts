@@ -121,13 +121,13 @@ export function decodeRecord(
 
   const { magicByte, isControlBatch = false, timestampType, maxTimestamp } = batchContext;
   const base = basesOf(batchContext);
-  let timestamp: string;
+  // The record's own timestamp, or the batch's (a string) when the broker set them all.
+  let timestamp: number | string;
   if (timestampType === LOG_APPEND_TIME && maxTimestamp) {
     timestamp = maxTimestamp;
   } else {
-    const sum = base.timestamp + timestampDelta;
-    if (!Number.isSafeInteger(sum)) return fallback();
-    timestamp = String(sum);
+    timestamp = base.timestamp + timestampDelta;
+    if (!Number.isSafeInteger(timestamp)) return fallback();
   }
   const offsetSum = base.offset + offsetDelta;
   if (!Number.isSafeInteger(offsetSum)) return fallback();
@@ -147,19 +147,19 @@ export function decodeRecord(
   );
 }
 
+const NO_HEADERS: Record<string, never> = Object.freeze({});
+
 /**
- * A record as kafkajs' decoder returns it, but for its key and value, which are views of the
- * fetched bytes made when read: a consumer holds every record of a fetched batch until it has
- * applied them all, and those two views per record were much of what outlived V8's young
- * generation (copied, then promoted) while it did.
+ * A record as kafkajs' decoder returns it, but that its key and value (views of the fetched
+ * bytes), its timestamp (a string) and its headers (none) are made when read: a consumer holds
+ * every record of a fetched batch until it has applied them all, and those objects, four per
+ * record, were much of what outlived V8's young generation (copied, then promoted) meanwhile.
  */
 class FetchedRecord {
-  readonly headers: Record<string, never> = {};
-
   constructor(
     readonly magicByte: number | undefined,
     readonly attributes: number,
-    readonly timestamp: string,
+    private readonly time: number | string,
     readonly offset: string,
     private readonly bytes: Buffer,
     private readonly keyStart: number,
@@ -169,6 +169,16 @@ class FetchedRecord {
     readonly isControlRecord: boolean,
     readonly batchContext: RecordBatchContext,
   ) {}
+
+  /** None: a record with headers is decoded by kafkajs. */
+  get headers(): Record<string, never> {
+    return NO_HEADERS;
+  }
+
+  /** Epoch ms as a decimal string, as kafkajs has it. */
+  get timestamp(): string {
+    return String(this.time);
+  }
 
   get key(): Buffer | null {
     return this.keyLength === -1 ? null : this.bytes.subarray(this.keyStart, this.keyStart + this.keyLength);
