@@ -1,8 +1,8 @@
 /**
  * kafkajs 2.2.4's record decoder (`protocol/recordBatch/record/v0/decoder.js`), for what a consumer
- * of change events fetches: a record with the same fields (its key and value read from the fetched
- * bytes when asked for), without what kafkajs spends on each record before it gets to the bytes. kafkajs reads the timestamp delta as a 64-bit Long (a BigInt), then
- * computes the record's offset and timestamp by parsing the batch's first offset and timestamp from
+ * of change events fetches: a record with the same fields (see FetchedRecord), without what kafkajs
+ * spends on each record before it gets to the bytes. kafkajs reads the timestamp delta as a 64-bit
+ * Long (a BigInt), then computes the record's offset and timestamp by parsing the batch's first offset and timestamp from
  * their decimal strings into BigInts again for every record, and folds the headers with an object
  * spread per header. Here the batch's two bases are parsed once per batch, and an offset or a
  * timestamp is a sum of two safe integers written as a decimal string, as kafkajs writes it.
@@ -137,10 +137,10 @@ export function decodeRecord(
     attributes,
     timestamp,
     String(offsetSum),
-    buf,
-    keyStart,
+    buf.buffer,
+    buf.byteOffset + keyStart,
     keyLength,
-    valueStart,
+    buf.byteOffset + valueStart,
     valueLength,
     isControlBatch,
     batchContext,
@@ -151,9 +151,11 @@ const NO_HEADERS: Record<string, never> = Object.freeze({});
 
 /**
  * A record as kafkajs' decoder returns it, but that its key and value (views of the fetched
- * bytes), its timestamp (a string) and its headers (none) are made when read: a consumer holds
- * every record of a fetched batch until it has applied them all, and those objects, four per
- * record, were much of what outlived V8's young generation (copied, then promoted) meanwhile.
+ * bytes), its timestamp (a string) and its headers (none) are made when read, and it keeps only
+ * where they are in the fetched bytes, not the view of its own bytes that kafkajs reads it from: a
+ * consumer holds every record of a fetched batch until it has applied them all, and those objects,
+ * four or five per record, were much of what outlived V8's young generation (copied, then
+ * promoted) meanwhile.
  */
 class FetchedRecord {
   constructor(
@@ -161,7 +163,7 @@ class FetchedRecord {
     readonly attributes: number,
     private readonly time: number | string,
     readonly offset: string,
-    private readonly bytes: Buffer,
+    private readonly bytes: ArrayBufferLike,
     private readonly keyStart: number,
     private readonly keyLength: number,
     private readonly valueStart: number,
@@ -181,12 +183,10 @@ class FetchedRecord {
   }
 
   get key(): Buffer | null {
-    return this.keyLength === -1 ? null : this.bytes.subarray(this.keyStart, this.keyStart + this.keyLength);
+    return this.keyLength === -1 ? null : Buffer.from(this.bytes, this.keyStart, this.keyLength);
   }
 
   get value(): Buffer | null {
-    return this.valueLength === -1
-      ? null
-      : this.bytes.subarray(this.valueStart, this.valueStart + this.valueLength);
+    return this.valueLength === -1 ? null : Buffer.from(this.bytes, this.valueStart, this.valueLength);
   }
 }

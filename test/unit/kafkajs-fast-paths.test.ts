@@ -271,8 +271,7 @@ describe('kafkajs fast paths', () => {
 
   it('decode records as kafkajs does, headers, big offsets and bad bytes included', () => {
     const random = lcg(17);
-    /** What decoding did: the record (Buffers as bytes), or the error's class and message. */
-    // A record as a reader sees it: the fast decoder's key and value are read when asked for.
+    // A record as a reader sees it: the fast decoder's key and value are made when read.
     const fields = (r: unknown) => {
       if (typeof r !== 'object' || r === null) return r;
       const m = r as Record<string, unknown>;
@@ -288,6 +287,7 @@ describe('kafkajs fast paths', () => {
         batchContext: m.batchContext,
       };
     };
+    /** What decoding did: the record (Buffers as bytes), or the error's class and message. */
     const outcome = (decode: () => unknown) => {
       try {
         return { ok: fields(decode()) };
