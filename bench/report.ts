@@ -403,6 +403,16 @@ export function formatText(r: BenchReport): string {
   return lines.join('\n');
 }
 
+/** A bulk scenario that applies to Redis, whose keys are checked afterwards. */
+function checksKeys(res: ScenarioResult): res is BulkResult {
+  return (
+    res.scenario === 'both' ||
+    res.scenario === 'split' ||
+    res.scenario === 'catchup' ||
+    res.scenario === 'rich'
+  );
+}
+
 /** What was checked, per run, and every mismatch. */
 function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[] {
   const results = runs.flatMap((run) => (run[scenario] ? [run[scenario]] : []));
@@ -412,12 +422,7 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
   if (!first) return lines;
   if (first.scenario === 'tailer') {
     lines.push(`checked: every row on the topic in ${results.length} of ${results.length} runs`);
-  } else if (
-    first.scenario === 'both' ||
-    first.scenario === 'split' ||
-    first.scenario === 'catchup' ||
-    first.scenario === 'rich'
-  ) {
+  } else if (checksKeys(first)) {
     lines.push(
       `checked: ${first.keys.map(describeCheck).join('; ')}: ` +
         `${failed === 0 ? 'ok' : 'MISMATCH'} in ${results.length - failed} of ${results.length} runs`,
@@ -440,15 +445,11 @@ function checkLines(runs: BenchReport['runs'], scenario: ScenarioName): string[]
     });
   }
   results.forEach((res, i) => {
-    const keys =
-      res.scenario === 'both' ||
-      res.scenario === 'split' ||
-      res.scenario === 'catchup' ||
-      res.scenario === 'rich'
-        ? res.keys
-        : res.scenario === 'bigtx'
-          ? [...res.tailer.keys, ...res.all.keys]
-          : [];
+    const keys = checksKeys(res)
+      ? res.keys
+      : res.scenario === 'bigtx'
+        ? [...res.tailer.keys, ...res.all.keys]
+        : [];
     if (!res.ok) {
       for (const k of keys.filter((key) => !key.ok)) {
         lines.push(

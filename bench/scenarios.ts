@@ -13,6 +13,7 @@ import {
   insertAndWait,
   insertRows,
   nextPollMs,
+  type InsertAndWaitResult,
   type KeyCheck,
   type Progress,
 } from './bulk-insert.js';
@@ -277,11 +278,7 @@ async function bulk(
     return {
       scenario: spec.scenario,
       rows: ctx.rows,
-      insert: {
-        statements: timing.statements,
-        seconds: timing.insertSeconds,
-        rowsPerSecond: ctx.rows / timing.insertSeconds,
-      },
+      insert: insertFigures(timing, ctx.rows),
       seconds: timing.seconds,
       rowsPerSecond: ctx.rows / timing.seconds,
       cachesync: {
@@ -528,8 +525,8 @@ async function pollUntil(opts: {
   /** What the count is, after the number: "of 300000 on the topic". */
   what: string;
   pollMs: number;
-  /** The count at which it is done: reads are spaced out while it is far (see nextPollMs). */
-  adaptive?: number;
+  /** The count at which it is done, if known: reads are spaced out while it is far (see nextPollMs). */
+  target?: number;
   stallMs?: number;
   log: (msg: string) => void;
 }): Promise<number> {
@@ -554,9 +551,9 @@ async function pollUntil(opts: {
       opts.log(`${((now - started) / 1000).toFixed(0)} s: ${count} ${opts.what}`);
     }
     await sleep(
-      opts.adaptive === undefined
+      opts.target === undefined
         ? opts.pollMs
-        : nextPollMs(opts.pollMs, Math.max(0, count), opts.adaptive, now - started),
+        : nextPollMs(opts.pollMs, Math.max(0, count), opts.target, now - started),
     );
   }
 }
@@ -651,25 +648,22 @@ async function withCachesync<T>(
     await proc.waitReady(READY_TIMEOUT_MS);
     return proc;
   };
+  /** A process of a second role, on a copy of the config that serves /metrics on the next port. */
+  const startOtherRole = (name: string, role: CachesyncRole) => {
+    const port = ctx.metricsPort + 1;
+    return start(name, role, { file: configFile(name, port), metricsPort: port });
+  };
   try {
     if (spec.role === 'split') {
-      const consumerPort = ctx.metricsPort + 1;
-      const consumer = await start(`${spec.name}-consumer`, 'consumer', {
-        file: configFile(`${spec.name}-consumer`, consumerPort),
-        metricsPort: consumerPort,
-      });
+      const consumer = await startOtherRole(`${spec.name}-consumer`, 'consumer');
       const tailer = await start(`${spec.name}-tailer`, 'tailer');
       const refuse = () => Promise.reject(new Error('split: no more processes'));
       return await body(consumer, topic, refuse, [tailer, consumer]);
     }
     const role = spec.role;
     const proc = await start(spec.name, role);
-    const another = (suffix: string, as: CachesyncRole = role) => {
-      const name = `${spec.name}-${suffix}`;
-      if (as === role) return start(name, as);
-      const port = ctx.metricsPort + 1;
-      return start(name, as, { file: configFile(name, port), metricsPort: port });
-    };
+    const another = (suffix: string, as: CachesyncRole = role) =>
+      as === role ? start(`${spec.name}-${suffix}`, as) : startOtherRole(`${spec.name}-${suffix}`, as);
     return await body(proc, topic, another, [proc]);
   } catch (err) {
     const message = (err as Error).message ?? '';
@@ -771,7 +765,7 @@ async function catchUp(
         },
         what: `of ${left} changes applied`,
         pollMs: applying.pollMs,
-        adaptive: left,
+        target: left,
         log,
       }),
     );
@@ -783,11 +777,7 @@ async function catchUp(
     return {
       scenario: 'catchup',
       rows: left,
-      insert: {
-        statements: timing.statements,
-        seconds: timing.insertSeconds,
-        rowsPerSecond: ctx.rows / timing.insertSeconds,
-      },
+      insert: insertFigures(timing, ctx.rows),
       seconds,
       rowsPerSecond: left / seconds,
       cachesync: { ...usage, cpuMicrosPerRow: (usage.cpuSeconds * 1e6) / left, logFile: consumer.logFile },
@@ -795,6 +785,15 @@ async function catchUp(
       ok: keys.every((k) => k.ok),
     };
   });
+}
+
+/** The INSERTs of a bulk load, as MariaDB took them. */
+function insertFigures(timing: InsertAndWaitResult, rows: number): InsertFigures {
+  return {
+    statements: timing.statements,
+    seconds: timing.insertSeconds,
+    rowsPerSecond: rows / timing.insertSeconds,
+  };
 }
 
 /** Changes of the table applied to Redis, from cachesync's /metrics. */
