@@ -2,14 +2,15 @@
  * kafkajs 2.2.4's record decoder (`protocol/recordBatch/record/v0/decoder.js`), for what a consumer
  * of change events fetches: a record with the same fields (see FetchedRecord), without what kafkajs
  * spends on each record before it gets to the bytes. kafkajs reads the timestamp delta as a 64-bit
- * Long (a BigInt), then computes the record's offset and timestamp by parsing the batch's first offset and timestamp from
- * their decimal strings into BigInts again for every record, and folds the headers with an object
- * spread per header. Here the batch's two bases are parsed once per batch, and an offset or a
- * timestamp is a sum of two safe integers written as a decimal string, as kafkajs writes it.
+ * Long (a BigInt), then computes the record's offset and timestamp by parsing the batch's first
+ * offset and timestamp from their decimal strings into BigInts again for every record, and folds
+ * the headers with an object spread per header. Here the batch's two bases are parsed once per
+ * batch, and an offset or a timestamp is a sum of two safe integers written as a decimal string, as
+ * kafkajs writes it.
  *
- * A record with headers, a value past 2^53 or bytes that do not parse goes to kafkajs' own
- * decoder, from its first byte, so what it returns or throws is kafkajs' (the DLQ's records carry
- * headers; change events carry none).
+ * A record with headers, a value past 2^53 or bytes that do not parse goes to kafkajs' own decoder,
+ * from its first byte, so what it returns or throws is kafkajs' (the DLQ's records carry headers;
+ * change events carry none).
  */
 
 /** kafkajs' Decoder, as far as a record is read from it. */
